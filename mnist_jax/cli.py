@@ -1,0 +1,61 @@
+"""The ``mnist-jax`` command line: a thin layer over the library.
+
+Each subcommand lives in its own module under ``mnist_jax.commands`` and
+exposes ``register(subparsers)``, which adds its parser and sets
+``func(args) -> int``. Errors the user can fix (``MnistJaxError``) print one
+line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from mnist_jax.errors import MnistJaxError
+
+COMMANDS = (
+    "train",
+    "evaluate",
+    "predict",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="mnist-jax",
+        description="Train, check and use a from-scratch JAX MLP on MNIST digits.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"mnist_jax.commands.{name.replace('-', '_')}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except MnistJaxError as err:
+        print(f"mnist-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"mnist-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``mnist-jax`` command line, one module each."""
