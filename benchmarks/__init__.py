@@ -1,0 +1,1 @@
+"""Benchmarks for mnist-jax (see benchmarks/README.md)."""

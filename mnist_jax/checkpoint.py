@@ -1,0 +1,212 @@
+"""Checkpoints: one ``.npz`` file that plain NumPy reads, written atomically.
+
+Format (``FORMAT``, version 1). ``np.load(path, allow_pickle=False)`` gives:
+
+- ``meta``: a 0-d unicode array holding JSON: ``{"format", "version",
+  "config", "step"}``, where ``config`` is ``TrainConfig.to_dict()``;
+- ``params/<i>/w`` ``(n_{i}, n_{i+1})`` and ``params/<i>/b`` ``(n_{i+1},)``;
+- ``opt_state/<path>``: each leaf of the Optax state, named by its pytree
+  path (Adam's ``mu`` and ``nu`` mirror the parameters; ``count`` is the
+  step count that drives the schedule);
+- ``step`` (int32), ``key`` (uint32 key data of the run's PRNG key) and
+  ``stats`` (float32 ``[loss_sum, correct, count]`` of the epoch so far).
+
+A write goes to a temporary file in the same folder, is flushed to disk and
+then renamed over the old file, so a crash leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnist_jax import model
+from mnist_jax.errors import MnistJaxError
+from mnist_jax.train import TrainConfig, TrainState, init_state
+
+FORMAT = "mnist-jax-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.npz"
+
+
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def _opt_leaves(opt_state) -> dict[str, np.ndarray]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(opt_state)
+    return {f"opt_state/{_leaf_name(p)}": np.asarray(v) for p, v in flat}
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """Returns the checkpoint file for a run folder or a file path."""
+    path = Path(path)
+    return path / FILENAME if path.is_dir() or path.suffix != ".npz" else path
+
+
+def save(path: str | os.PathLike, state: TrainState, config: TrainConfig) -> Path:
+    """Writes ``state`` and ``config`` atomically; returns the file written.
+
+    path: a run folder (the file is ``<path>/checkpoint.npz``) or a file.
+    """
+    target = checkpoint_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "step": int(state.step),
+    }
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+    for i, layer in enumerate(state.params):
+        arrays[f"params/{i}/w"] = np.asarray(layer["w"])
+        arrays[f"params/{i}/b"] = np.asarray(layer["b"])
+    arrays.update(_opt_leaves(state.opt_state))
+    arrays["step"] = np.asarray(state.step, np.int32)
+    arrays["key"] = np.asarray(jax.random.key_data(state.key))
+    arrays["stats"] = np.asarray(state.stats, np.float32)
+
+    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read(target: Path) -> dict[str, np.ndarray]:
+    if not target.exists():
+        raise MnistJaxError(
+            f"{target}: no checkpoint there; pass the --out folder of a run"
+        )
+    try:
+        with np.load(target, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        raise MnistJaxError(
+            f"{target}: the checkpoint is truncated or corrupted ({err}); "
+            "resume from an intact copy or train again"
+        ) from None
+
+
+def load_meta(path: str | os.PathLike) -> tuple[TrainConfig, dict[str, np.ndarray]]:
+    """Returns the saved config and the raw arrays of a checkpoint."""
+    target = checkpoint_path(path)
+    arrays = _read(target)
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format is {meta.get('format')!r}")
+        if meta.get("version") != VERSION:
+            raise ValueError(f"version {meta.get('version')} is not {VERSION}")
+        config = TrainConfig.from_dict(meta["config"])
+    except (KeyError, ValueError, TypeError, MnistJaxError) as err:
+        raise MnistJaxError(
+            f"{target}: not a readable mnist-jax checkpoint ({err})"
+        ) from None
+    return config, arrays
+
+
+def load(
+    path: str | os.PathLike, n_train: int, config: TrainConfig | None = None
+) -> tuple[TrainState, TrainConfig]:
+    """Returns the saved state and its config.
+
+    n_train: the training-set size, which fixes the schedule's steps per
+    epoch. config: the config the state must fit (e.g. a resumed run's);
+    its layer sizes are checked against the saved ones. Defaults to the
+    saved config.
+    """
+    target = checkpoint_path(path)
+    saved, arrays = load_meta(target)
+    config = saved if config is None else config
+    if tuple(saved.sizes) != tuple(config.sizes):
+        raise MnistJaxError(
+            f"{target}: the checkpoint is for layer sizes {list(saved.sizes)}, "
+            f"not {list(config.sizes)}"
+        )
+    template = init_state(config, n_train)
+    try:
+        params = [
+            {
+                "w": _like(arrays[f"params/{i}/w"], layer["w"], f"params/{i}/w"),
+                "b": _like(arrays[f"params/{i}/b"], layer["b"], f"params/{i}/b"),
+            }
+            for i, layer in enumerate(template.params)
+        ]
+        flat, treedef = jax.tree_util.tree_flatten_with_path(template.opt_state)
+        opt_leaves = [
+            _like(arrays[f"opt_state/{_leaf_name(p)}"], v, _leaf_name(p))
+            for p, v in flat
+        ]
+        state = TrainState(
+            params=params,
+            opt_state=jax.tree_util.tree_unflatten(treedef, opt_leaves),
+            step=jnp.asarray(arrays["step"], jnp.int32),
+            key=jax.random.wrap_key_data(jnp.asarray(arrays["key"], jnp.uint32)),
+            stats=jnp.asarray(arrays["stats"], jnp.float32),
+        )
+    except KeyError as err:
+        raise MnistJaxError(
+            f"{target}: the checkpoint lacks the array {err}; it is from a "
+            "different architecture or version"
+        ) from None
+    return state, config
+
+
+def _like(value: np.ndarray, template, name: str) -> jax.Array:
+    if value.shape != template.shape:
+        raise MnistJaxError(
+            f"checkpoint array {name} has shape {value.shape}, expected "
+            f"{template.shape}: the checkpoint is from a different architecture"
+        )
+    return jnp.asarray(value, template.dtype)
+
+
+def load_params(path: str | os.PathLike) -> tuple[model.Params, TrainConfig]:
+    """Returns only the parameters and config, e.g. for evaluate and predict."""
+    target = checkpoint_path(path)
+    config, arrays = load_meta(target)
+    n_layers = len(config.sizes) - 1
+    try:
+        params = [
+            {
+                "w": jnp.asarray(arrays[f"params/{i}/w"]),
+                "b": jnp.asarray(arrays[f"params/{i}/b"]),
+            }
+            for i in range(n_layers)
+        ]
+    except KeyError as err:
+        raise MnistJaxError(f"{target}: the checkpoint lacks the array {err}") from None
+    if model.layer_sizes(params) != tuple(config.sizes):
+        raise MnistJaxError(
+            f"{target}: the weights have sizes {list(model.layer_sizes(params))} "
+            f"but the config says {list(config.sizes)}"
+        )
+    return params, config

@@ -1,0 +1,154 @@
+"""``mnist-jax train``: train the MLP and write a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mnist_jax import model
+from mnist_jax.run import DataSpec, read_run_config, train_run
+from mnist_jax.schedules import SCHEDULES
+from mnist_jax.train import EpochResult, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Adds --data and --cache-dir, shared by the commands that read data."""
+    parser.add_argument(
+        "--data",
+        default="sample",
+        help="'sample' (5,000 offline digits), 'mnist', 'fashion-mnist', a folder "
+        "of IDX files or a Kaggle CSV (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where 'mnist' and 'fashion-mnist' are cached "
+        "(default: $MNIST_JAX_CACHE or the user cache folder)",
+    )
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of whole numbers"
+        ) from None
+    return sizes
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train the MLP",
+        description="Train the MLP with Adam and write config, metrics and a "
+        "checkpoint to --out.",
+    )
+    add_data_args(p)
+    p.add_argument("--eval-data", default=None, help="evaluate on this data "
+                   "instead of the official test split or a dev hold-out")
+    p.add_argument("--dev-size", type=int, default=1000, help="examples held out "
+                   "for evaluation when the data has no test split (%(default)s)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training set ({DEFAULTS.epochs})")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="mini-batch size (%(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr,
+                   help="initial learning rate (%(default)s)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule,
+                   help="learning-rate schedule (%(default)s)")
+    p.add_argument("--decay-rate", type=float, default=DEFAULTS.decay_rate,
+                   help="decay rate of inverse-time and exponential (%(default)s)")
+    p.add_argument("--decay-steps", type=int, default=DEFAULTS.decay_steps,
+                   help="steps between decays; 0 means once per epoch (%(default)s)")
+    p.add_argument("--keep-prob", type=float, default=DEFAULTS.keep_prob,
+                   help="dropout keep probability on hidden layers (%(default)s)")
+    p.add_argument("--sizes", type=_sizes, default=DEFAULTS.sizes,
+                   help="layer sizes, input to output (784,100,50,20,10)")
+    p.add_argument("--init", choices=model.INITS, default=DEFAULTS.init,
+                   help="weight initialisation (%(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed of every random choice (%(default)s)")
+    p.add_argument("--out", default=None,
+                   help="run folder for config.json, metrics.jsonl, checkpoint.npz")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its saved settings")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Returns the TrainConfig that the flags describe."""
+    return TrainConfig(
+        sizes=args.sizes,
+        init=args.init,
+        epochs=DEFAULTS.epochs if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        decay_rate=args.decay_rate,
+        decay_steps=args.decay_steps,
+        keep_prob=args.keep_prob,
+        seed=args.seed,
+    )
+
+
+def format_epoch(result: EpochResult, epochs: int) -> str:
+    """Returns the one-line summary printed after each epoch."""
+    return (
+        f"epoch {result.epoch:>3}/{epochs}  loss {result.train_loss:.4f}  "
+        f"train {result.train_accuracy:.4f}  eval {result.eval_accuracy:.4f}  "
+        f"lr {result.lr:.3g}  {result.seconds:.1f}s"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    config = config_from_args(args)
+    data = DataSpec(args.data, args.dev_size, args.eval_data, args.cache_dir)
+    if args.resume and args.out is not None:
+        saved, _ = read_run_config(args.out)
+        config = TrainConfig.from_dict({**saved.to_dict(), "epochs": args.epochs
+                                        or saved.epochs})
+    bar = None
+    total_epochs = [config.epochs]
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if args.no_progress:
+            return
+        if bar is None:
+            bar = tqdm(total=total, unit="step", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    def on_epoch(result: EpochResult, _state) -> None:
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(format_epoch(result, total_epochs[0]), flush=True)
+
+    result = train_run(
+        config,
+        None if args.resume else data,
+        out_dir=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        epochs=args.epochs if args.resume else None,
+        on_progress=on_progress,
+        on_epoch=on_epoch,
+    )
+    if bar is not None:
+        bar.close()
+    if result.history:
+        last = result.history[-1]
+        name = result.splits.eval_name if result.splits else "eval"
+        print(f"final {name} accuracy {last.eval_accuracy:.4f}")
+    if result.checkpoint is not None:
+        print(f"checkpoint written to {result.checkpoint}")
+    return 0

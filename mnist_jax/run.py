@@ -1,0 +1,163 @@
+"""A training run on disk: its folder, config.json, metrics.jsonl, checkpoint.
+
+``train_run`` is what ``mnist-jax train`` calls and what a research script
+calls to get the same folder. The folder holds:
+
+- ``config.json``: ``{"config": TrainConfig.to_dict(), "data": {...}}``;
+- ``metrics.jsonl``: one JSON object per epoch (``EpochResult.to_dict()``);
+- ``checkpoint.npz``: see ``mnist_jax.checkpoint``, rewritten every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnist_jax import checkpoint
+from mnist_jax.data import Splits, load_splits
+from mnist_jax.errors import MnistJaxError
+from mnist_jax.train import EpochResult, TrainConfig, TrainState, fit
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where a run's data comes from; saved so that ``--resume`` needs no flags."""
+
+    data: str = "sample"
+    dev_size: int = 1000
+    eval_data: str | None = None
+    cache_dir: str | None = None
+
+    def load(self, seed: int) -> Splits:
+        """Returns the train and evaluation splits (dev split seeded by ``seed``)."""
+        return load_splits(
+            self.data,
+            dev_size=self.dev_size,
+            seed=seed,
+            eval_spec=self.eval_data,
+            cache_dir=self.cache_dir,
+        )
+
+
+@dataclass
+class RunResult:
+    """What a run left: its final state, the epochs it ran, where it wrote."""
+
+    state: TrainState
+    config: TrainConfig
+    history: list[EpochResult]
+    out_dir: Path | None
+    checkpoint: Path | None = None
+    interrupted: bool = False
+    splits: Splits | None = field(default=None, repr=False)
+
+
+def read_run_config(out_dir: str | os.PathLike) -> tuple[TrainConfig, DataSpec]:
+    """Returns the config and data spec saved in a run folder."""
+    path = Path(out_dir) / CONFIG_FILE
+    try:
+        saved = json.loads(path.read_text())
+        return TrainConfig.from_dict(saved["config"]), DataSpec(**saved["data"])
+    except FileNotFoundError:
+        raise MnistJaxError(f"{path}: missing; is {out_dir} a run folder?") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise MnistJaxError(f"{path}: not a readable run config ({err})") from None
+
+
+def _prepare_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    has_run = (out_dir / CONFIG_FILE).exists() or (out_dir / checkpoint.FILENAME).exists()
+    if has_run and not (resume or overwrite):
+        raise MnistJaxError(
+            f"{out_dir} already holds a run; pass --resume to continue it or "
+            "--overwrite to replace it"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite and not resume:
+        for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME):
+            (out_dir / name).unlink(missing_ok=True)
+
+
+def train_run(
+    config: TrainConfig,
+    data: DataSpec | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    epochs: int | None = None,
+    splits: Splits | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_epoch: Callable[[EpochResult, TrainState], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Trains, writing config, metrics and a checkpoint every epoch to ``out_dir``.
+
+    resume: continue the run in ``out_dir`` with its saved config and data;
+    ``epochs`` may extend it. splits: data already loaded (skips ``data``).
+    A non-finite loss raises ``Diverged`` and leaves the last good
+    checkpoint in place. When ``should_stop()`` turns true the state is
+    checkpointed mid-epoch and the result says ``interrupted``.
+    """
+    folder = Path(out_dir) if out_dir is not None else None
+    state = None
+    if resume:
+        if folder is None:
+            raise MnistJaxError("--resume needs the run folder to continue")
+        config, data = read_run_config(folder)
+    data = data or DataSpec()
+    if epochs is not None:
+        config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
+    if folder is not None:
+        _prepare_folder(folder, resume, overwrite)
+    splits = splits or data.load(config.seed)
+    n_train = splits.train.images.shape[0]
+    if resume and folder is not None:
+        state, _ = checkpoint.load(folder, n_train, config)
+    if folder is not None:
+        record = {"config": config.to_dict(), "data": data.__dict__}
+        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    def after_epoch(result: EpochResult, epoch_state: TrainState) -> None:
+        if folder is not None:
+            checkpoint.save(folder, epoch_state, config)
+            with open(folder / METRICS_FILE, "a") as f:
+                f.write(json.dumps(result.to_dict()) + "\n")
+        if on_epoch is not None:
+            on_epoch(result, epoch_state)
+
+    state, history = fit(
+        splits.train.images,
+        splits.train.labels,
+        splits.eval.images,
+        splits.eval.labels,
+        config,
+        state=state,
+        on_progress=on_progress,
+        on_epoch=after_epoch,
+        should_stop=should_stop,
+    )
+    interrupted = should_stop is not None and should_stop()
+    saved = None
+    if folder is not None:
+        saved = checkpoint.save(folder, state, config)
+    return RunResult(state, config, history, folder, saved, interrupted, splits)
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Returns the rows of a run's metrics.jsonl, one dict per epoch."""
+    path = Path(out_dir) / METRICS_FILE
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise MnistJaxError(f"{path}: missing; is {out_dir} a run folder?") from None
+    return [json.loads(line) for line in lines if line.strip()]
