@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,6 +170,20 @@ def test_batch_vmap_equals_a_per_image_loop_and_jit_equals_eager(digits):
     np.testing.assert_allclose(np.asarray(eager), np.stack(loop), atol=1e-6)
     # XLA fuses jitted code differently (e.g. sin, cos, fused multiply-adds).
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=1e-5)
+
+
+def test_a_jitted_step_with_a_fresh_key_each_step_compiles_once(digits):
+    config = AugmentConfig()
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(key, images):
+        return augment_batch(key, images, config).sum()
+
+    images = jnp.asarray(digits[:2].reshape(2, 784))
+    sums = [float(step(jax.random.key(i), images)) for i in range(3)]
+
+    assert len(set(sums)) == 3
 
 
 def test_batch_keeps_shape_and_dtype_for_flat_and_square_images(digits):

@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         description="Writes a PNG: one row per image, the original in the first "
         "column, then --draws random augmentations with the given flags.",
     )
-    parser.add_argument("--data", required=True, help="images to show (IDX file)")
+    parser.add_argument(
+        "--data", required=True, help="images to show, e.g. an MNIST IDX images file"
+    )
     parser.add_argument("--out", required=True, type=Path, help="PNG to write")
     parser.add_argument("--count", type=int, default=8, help="rows (default: 8)")
     parser.add_argument("--draws", type=int, default=6, help="draws (default: 6)")
@@ -34,14 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
     from mnist_jax.preview import preview_grid
 
-    data = importlib.import_module("mnist_jax.data")  # loaded only when used
-
     config = config_from_args(args)
     if config is None:
         raise MnistJaxError("augment-preview shows augmentation; drop --no-augment")
-    if args.count < 1:
-        raise MnistJaxError(f"--count must be at least 1, got {args.count}")
+    for flag, value in (("--count", args.count), ("--draws", args.draws)):
+        if value < 1:
+            raise MnistJaxError(f"{flag} must be at least 1, got {value}")
 
+    data = importlib.import_module("mnist_jax.data")  # loaded only when used
     dataset = data.load_eval(args.data, require_labels=False)
     images = dataset.images[: args.count]
     path = preview_grid(images, jax.random.key(args.seed), config, args.draws, args.out)
