@@ -1,0 +1,229 @@
+"""Random rotation, shift, zoom and elastic distortion of digits, on the device.
+
+Conventions. Pixel ``(row, col)`` sits at the point ``p = (y, x)``, with
+``y`` growing downwards and ``x`` to the right; the centre of an ``h x w``
+image is ``c = ((h - 1) / 2, (w - 1) / 2)``, ``(13.5, 13.5)`` for MNIST.
+An augmentation moves ink from input point ``i`` to output point
+
+    o = c + A (i - c) + t,    A = s R(θ),    R(θ) = [[cos θ, -sin θ],
+                                                     [sin θ,  cos θ]],
+
+so positive ``θ`` turns the digit counter-clockwise on screen, ``t = (dy, dx)``
+moves it down and to the right, and ``s > 1`` makes it bigger. Each output
+pixel ``o`` is read from the input at
+
+    i(o) = c + A⁻¹ (o - c - t) + d(o),    A⁻¹ = R(-θ) / s,
+
+where ``d`` is the optional elastic displacement, in input pixels. The whole
+map is resampled once, with bilinear interpolation. Outside the image the
+input counts as 0, the MNIST background, interpolated towards the edge
+pixels (SciPy calls this ``mode="grid-constant"``); ink that leaves the
+frame is lost and the uncovered border is blank.
+
+The single-image functions (``sample_params``, ``augment_image``) are pure
+and traceable; ``augment_batch`` vmaps them with one key per example, so it
+can run inside a jitted training step with a fresh key every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.ndimage import map_coordinates
+
+from mnist_jax.errors import MnistJaxError
+
+Array = jax.Array
+
+MNIST_SHAPE: tuple[int, ...] = (28, 28)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the random parameters; hashable, so a static jit argument.
+
+    rotate: θ ~ U(-rotate, rotate), in degrees.
+    shift: dy, dx ~ U(-shift, shift) each, in pixels.
+    zoom: s ~ U(lo, hi), a scale factor.
+    elastic: ``(alpha, sigma)``: uniform noise in [-1, 1] per pixel and axis,
+    smoothed by a Gaussian of std ``sigma`` pixels and scaled by ``alpha``;
+    ``None`` for no elastic distortion.
+    """
+
+    rotate: float = 15.0
+    shift: float = 2.0
+    zoom: tuple[float, float] = (0.9, 1.1)
+    elastic: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        zoom = tuple(float(z) for z in self.zoom)
+        elastic = None if self.elastic is None else tuple(map(float, self.elastic))
+        object.__setattr__(self, "rotate", float(self.rotate))
+        object.__setattr__(self, "shift", float(self.shift))
+        object.__setattr__(self, "zoom", zoom)
+        object.__setattr__(self, "elastic", elastic)
+        check_config(self)
+
+
+def check_config(config: AugmentConfig) -> None:
+    """Raises ``MnistJaxError`` unless every range in ``config`` makes sense."""
+    if not (math.isfinite(config.rotate) and config.rotate >= 0):
+        raise MnistJaxError(f"--rotate must be 0 or more degrees, got {config.rotate}")
+    if not (math.isfinite(config.shift) and config.shift >= 0):
+        raise MnistJaxError(f"--shift must be 0 or more pixels, got {config.shift}")
+
+    if len(config.zoom) != 2:
+        raise MnistJaxError(f"--zoom needs two numbers LO HI, got {config.zoom}")
+    lo, hi = config.zoom
+    if not (math.isfinite(hi) and 0 < lo <= hi):
+        raise MnistJaxError(f"--zoom needs 0 < LO <= HI, got LO={lo} HI={hi}")
+
+    if config.elastic is None:
+        return
+    if len(config.elastic) != 2:
+        raise MnistJaxError(f"--elastic needs ALPHA SIGMA, got {config.elastic}")
+    alpha, sigma = config.elastic
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise MnistJaxError(f"--elastic needs ALPHA >= 0, got ALPHA={alpha}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise MnistJaxError(f"--elastic needs SIGMA > 0 pixels, got SIGMA={sigma}")
+
+
+class AugmentParams(NamedTuple):
+    """The parameters of one image's augmentation (a pytree; vmap adds a batch axis).
+
+    angle: θ in degrees, ``()``. shift: ``(dy, dx)`` in pixels, ``(2,)``.
+    zoom: ``s``, ``()``. displacement: ``d``, ``(2, h, w)`` in pixels
+    (row then column component), or ``None`` for none.
+    """
+
+    angle: Array
+    shift: Array
+    zoom: Array
+    displacement: Array | None = None
+
+
+def identity_params(shape: tuple[int, ...] | None = None) -> AugmentParams:
+    """Returns parameters that leave an image unchanged; ``shape`` adds d = 0."""
+    displacement = None if shape is None else jnp.zeros((2, *shape))
+    return AugmentParams(jnp.array(0.0), jnp.zeros(2), jnp.array(1.0), displacement)
+
+
+def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """Returns ``G`` ``(n, n)`` with ``G @ f`` = ``f`` smoothed along axis 0.
+
+    The kernel is a normalised Gaussian of std ``sigma``, cut at 4 sigma, and
+    the signal is taken as 0 outside ``0..n-1`` (SciPy's ``gaussian_filter``
+    with ``mode="constant"``). A matrix is built on the host because ``sigma``
+    is static; ``G @ f @ G.T`` is then the separable 2-D filter.
+    """
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+
+    offsets = np.arange(n)[None, :] - np.arange(n)[:, None]
+    inside = np.abs(offsets) <= radius
+    return np.where(inside, kernel[np.clip(offsets + radius, 0, 2 * radius)], 0.0)
+
+
+def smooth(fields: Array, sigma: float) -> Array:
+    """Returns ``fields`` ``(..., h, w)`` smoothed by a Gaussian of std ``sigma``."""
+    h, w = fields.shape[-2:]
+    rows = jnp.asarray(gaussian_matrix(h, sigma), fields.dtype)
+    cols = jnp.asarray(gaussian_matrix(w, sigma), fields.dtype)
+    # HIGHEST: accelerators may otherwise multiply float32 in reduced precision.
+    highest = jax.lax.Precision.HIGHEST
+    out = jnp.einsum("ij,...jw->...iw", rows, fields, precision=highest)
+    return jnp.einsum("...hj,wj->...hw", out, cols, precision=highest)
+
+
+def sample_params(
+    key: Array, config: AugmentConfig, shape: tuple[int, ...] = MNIST_SHAPE
+) -> AugmentParams:
+    """Returns one image's random parameters, drawn from the ranges in ``config``.
+
+    shape: ``(h, w)`` of the image, for the elastic displacement field.
+    """
+    k_angle, k_shift, k_zoom, k_elastic = jax.random.split(key, 4)
+    uniform = jax.random.uniform
+    angle = uniform(k_angle, (), minval=-config.rotate, maxval=config.rotate)
+    shift = uniform(k_shift, (2,), minval=-config.shift, maxval=config.shift)
+    lo, hi = config.zoom
+    zoom = uniform(k_zoom, (), minval=lo, maxval=hi)
+
+    displacement = None
+    if config.elastic is not None:
+        alpha, sigma = config.elastic
+        noise = uniform(k_elastic, (2, *shape), minval=-1.0, maxval=1.0)
+        displacement = alpha * smooth(noise, sigma)
+    return AugmentParams(angle, shift, zoom, displacement)
+
+
+def source_coordinates(params: AugmentParams, shape: tuple[int, ...]) -> Array:
+    """Returns ``i(o)`` ``(2, h, w)``: where each output pixel reads the input.
+
+    Written out element by element rather than as a matrix product, so that
+    no accelerator rounds the coordinates to a lower precision.
+    """
+    h, w = shape
+    dtype = jnp.result_type(params.angle, jnp.float32)
+    y, x = jnp.meshgrid(
+        jnp.arange(h, dtype=dtype), jnp.arange(w, dtype=dtype), indexing="ij"
+    )
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    v = y - cy - params.shift[0]
+    u = x - cx - params.shift[1]
+
+    theta = jnp.deg2rad(params.angle)
+    cos, sin = jnp.cos(theta) / params.zoom, jnp.sin(theta) / params.zoom
+    coords = jnp.stack([cy + cos * v + sin * u, cx - sin * v + cos * u])
+    if params.displacement is not None:
+        coords = coords + params.displacement
+    return coords
+
+
+def augment_image(image: Array, params: AugmentParams) -> Array:
+    """Returns ``image`` ``(h, w)`` rotated, shifted, zoomed and displaced.
+
+    One bilinear resampling of the map in the module docstring, with 0
+    outside the image. Identity parameters return the input exactly.
+    """
+    coords = source_coordinates(params, image.shape)
+    out = map_coordinates(image, list(coords), order=1, mode="constant", cval=0.0)
+    return out.astype(image.dtype)
+
+
+def augment_batch(key: Array, images: Array, config: AugmentConfig) -> Array:
+    """Returns ``images`` with each example augmented by its own random draw.
+
+    images: float in [0, 1], ``(m, 784)`` (taken as 28 x 28) or ``(m, h, w)``;
+    the result has the same shape and dtype. Example ``j`` uses
+    ``jax.random.split(key, m)[j]``, so pass a fresh key every step.
+    """
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise MnistJaxError(
+            f"augmentation needs float images in [0, 1], got {images.dtype}; "
+            "scale uint8 pixels by 1/255 first"
+        )
+    if images.ndim == 2 and images.shape[1] == math.prod(MNIST_SHAPE):
+        shape = MNIST_SHAPE
+    elif images.ndim == 3:
+        shape = images.shape[1:]
+    else:
+        raise MnistJaxError(
+            f"augmentation needs images (m, 784) or (m, h, w), got {images.shape}"
+        )
+
+    def one(key: Array, image: Array) -> Array:
+        return augment_image(image, sample_params(key, config, shape))
+
+    m = images.shape[0]
+    squares = images.reshape(m, *shape)
+    out = jax.vmap(one)(jax.random.split(key, m), squares)
+    return out.reshape(images.shape)
