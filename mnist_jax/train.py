@@ -191,7 +191,11 @@ def _augmenter(config: TrainConfig) -> Callable[[Array, Array], Array] | None:
         return None
     from mnist_jax import augment
 
-    aug_config = augment.AugmentConfig(**config.augment)
+    values = dict(config.augment)
+    values["zoom"] = tuple(values.get("zoom", augment.AugmentConfig.zoom))
+    if values.get("elastic") is not None:
+        values["elastic"] = tuple(values["elastic"])
+    aug_config = augment.AugmentConfig(**values)
     return partial(augment.augment_batch, config=aug_config)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from mnist_jax import model
+from mnist_jax.commands.augment_flags import add_augment_args
+from mnist_jax.commands.augment_flags import config_from_args as augment_config_from_args
 from mnist_jax.run import DataSpec, read_run_config, train_run
 from mnist_jax.schedules import SCHEDULES
 from mnist_jax.train import EpochResult, TrainConfig
@@ -77,12 +80,14 @@ def register(subparsers) -> None:
                    help="continue the run in --out with its saved settings")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out")
+    add_augment_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Returns the TrainConfig that the flags describe."""
+    augment = augment_config_from_args(args)
     return TrainConfig(
         sizes=args.sizes,
         init=args.init,
@@ -94,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         decay_steps=args.decay_steps,
         keep_prob=args.keep_prob,
         seed=args.seed,
+        augment=None if augment is None else dataclasses.asdict(augment),
     )
 
 
@@ -123,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         if args.no_progress:
             return
         if bar is None:
-            bar = tqdm(total=total, unit="step", leave=False, file=sys.stderr)
+            bar = tqdm(total=total, unit="step", leave=False, file=sys.stderr,
+                       disable=None)
         bar.update(done - bar.n)
 
     def on_epoch(result: EpochResult, _state) -> None:
