@@ -121,7 +121,8 @@ def load_eval(
     spec: str, *, cache_dir: str | None = None, require_labels: bool = True
 ) -> Dataset:
     """Returns the data to evaluate or predict on: the ``"test"`` split of an
-    IDX folder or named set, else the source's only split (a CSV file).
+    IDX folder or named set, else the source's only split (a CSV file, or
+    all 5,000 digits of ``sample``, its dev rows included).
 
     require_labels: False accepts a CSV without labels (Kaggle's test.csv).
     """
