@@ -121,7 +121,8 @@ def load_eval(
     spec: str, *, cache_dir: str | None = None, require_labels: bool = True
 ) -> Dataset:
     """Returns the data to evaluate or predict on: the ``"test"`` split of an
-    IDX folder or named set, else the source's only split (a CSV file).
+    IDX folder or named set, else the source's only split (a CSV file, or
+    all 5,000 digits of ``sample``, its dev rows included).
 
     require_labels: False accepts a CSV without labels (Kaggle's test.csv).
     """
@@ -171,7 +172,8 @@ def hold_out(dataset: Dataset, dev_size: int, seed: int) -> Splits:
     if not 1 <= dev_size <= n - 1:
         raise MnistJaxError(
             f"dev_size {dev_size} must be between 1 and {n - 1} to hold out a "
-            f"dev split of {dataset.source} ({n} examples)"
+            f"dev split of {dataset.source} ({n} examples); pick a size in that "
+            "range or give separate eval data"
         )
 
     order = np.random.default_rng(seed).permutation(n)
@@ -182,7 +184,7 @@ def hold_out(dataset: Dataset, dev_size: int, seed: int) -> Splits:
 def write_csv(path: str | os.PathLike, dataset: Dataset) -> None:
     """Writes ``dataset`` as a Kaggle CSV: header ``label,pixel0,...,pixel783``,
     without the label column when ``dataset.labels`` is None."""
-    csvdata.write_kaggle(path, dataset.images, dataset.labels)
+    csvdata.write_kaggle(Path(path), dataset.images, dataset.labels)
 
 
 def _subset(dataset: Dataset, rows: np.ndarray, part: str) -> Dataset:
@@ -195,8 +197,7 @@ def _load(spec, splits, cache_dir, require_labels) -> dict[str, Dataset]:
     spec = os.fspath(spec)
     key = spec.strip().lower()
     if key == SAMPLE:
-        images, labels = csvdata.read_label_last(_sample_path())
-        return {"train": Dataset(images, labels, SAMPLE)}
+        return {"train": Dataset(*csvdata.read_label_last(_sample_path()), SAMPLE)}
     if key in NAMED:
         names = [idx.official_name(s, k) for s in splits for k in ("images", "labels")]
         folder = download.fetch(key, names, cache_dir)
@@ -227,9 +228,10 @@ def _load_idx(folder: Path, splits, label: str) -> dict[str, Dataset]:
             "MNIST IDX files there"
         )
 
+    located = {key: path for key, path in found.items() if path is not None}
     parts = {}
     for split in splits:
-        images_path, labels_path = found[split, "images"], found[split, "labels"]
+        images_path, labels_path = located[split, "images"], located[split, "labels"]
         images, labels = idx.read_images(images_path), idx.read_labels(labels_path)
         if len(images) != len(labels):
             raise MnistJaxError(

@@ -23,7 +23,7 @@ from mnist_jax.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
-TIMEOUT_S = 30.0
+TIMEOUT_S = 15.0  # seconds of silence before a mirror counts as down
 MIRROR_ENV = "MNIST_JAX_MIRROR"
 CACHE_ENV = "MNIST_JAX_CACHE"
 
@@ -135,7 +135,7 @@ def _download(name: str, file: str, folder: Path, files: list[str]) -> None:
             f"set {CACHE_ENV} to a folder you can write"
         ) from err
 
-    failures = []
+    failures: list[Exception] = []
     for base in mirrors(name):
         url = base.rstrip("/") + "/" + file
         logger.info("downloading %s", url)
