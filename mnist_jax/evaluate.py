@@ -57,7 +57,10 @@ def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:
 
 
 def evaluate(params: model.Params, images, labels, batch_size: int = 1000) -> Report:
-    """Returns the report for ``params`` on images ``(N, 784)`` uint8, labels ``(N,)``."""
+    """Returns the report on images ``(N, 784)`` uint8 and labels ``(N,)``.
+
+    Every example counts; labels must lie in 0..k-1.
+    """
     num_classes = model.layer_sizes(params)[-1]
     model.check_labels(labels, num_classes, "evaluation labels")
     predictions = predict(params, images, batch_size)

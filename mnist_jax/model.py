@@ -37,7 +37,9 @@ def init_params(
     if init not in INITS:
         raise MnistJaxError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
-        raise MnistJaxError(f"layer sizes must be two or more positive numbers: {sizes}")
+        raise MnistJaxError(
+            f"layer sizes must be two or more positive numbers: {sizes}"
+        )
 
     params = []
     keys = jax.random.split(key, len(sizes) - 1)
@@ -96,8 +98,9 @@ def forward(
     The output layer has no activation: softmax lives in the loss.
     """
     a = to_inputs(images, params[0]["w"].dtype)
-    train = key is not None and keep_prob < 1.0
-    masks = dropout_masks(key, params, a.shape[0], keep_prob) if train else None
+    masks = None
+    if key is not None and keep_prob < 1.0:
+        masks = dropout_masks(key, params, a.shape[0], keep_prob)
 
     for i, layer in enumerate(params[:-1]):
         a = jax.nn.relu(a @ layer["w"] + layer["b"])
@@ -107,9 +110,7 @@ def forward(
     return a @ last["w"] + last["b"]
 
 
-def cross_entropy(
-    logits: Array, labels: Array, weights: Array | None = None
-) -> Array:
+def cross_entropy(logits: Array, labels: Array, weights: Array | None = None) -> Array:
     """Returns the mean softmax cross-entropy of logits ``(m, k)``, labels ``(m,)``.
 
     Computed as ``logsumexp(z) - z[y]``, which stays finite for logits of

@@ -19,5 +19,7 @@ def write_submission(path: str | os.PathLike, labels) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("ImageId,Label\n" + "".join(r + "\n" for r in rows))
     except OSError as err:
-        raise MnistJaxError(f"{path}: cannot write the submission ({err.strerror})") from None
+        raise MnistJaxError(
+            f"{path}: cannot write the submission ({err.strerror})"
+        ) from None
     return path

@@ -75,7 +75,9 @@ def read_run_config(out_dir: str | os.PathLike) -> tuple[TrainConfig, DataSpec]:
 
 
 def _prepare_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    has_run = (out_dir / CONFIG_FILE).exists() or (out_dir / checkpoint.FILENAME).exists()
+    has_run = (out_dir / CONFIG_FILE).exists() or (
+        out_dir / checkpoint.FILENAME
+    ).exists()
     if has_run and not (resume or overwrite):
         raise MnistJaxError(
             f"{out_dir} already holds a run; pass --resume to continue it or "

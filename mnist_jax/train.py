@@ -37,6 +37,14 @@ log = logging.getLogger(__name__)
 
 Array = jax.Array
 
+# The notebook's ranges: rotation ±15°, shift ±2 px, zoom 0.9-1.1.
+AUGMENT: dict[str, Any] = {
+    "rotate": 15.0,
+    "shift": 2.0,
+    "zoom": (0.9, 1.1),
+    "elastic": None,
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -50,7 +58,7 @@ class TrainConfig:
     init: str = "he"
     epochs: int = 30
     batch_size: int = 128
-    lr: float = 1e-3
+    lr: float = 3e-3
     schedule: str = "inverse-time"
     decay_rate: float = 0.1
     decay_steps: int = 0
@@ -59,7 +67,7 @@ class TrainConfig:
     b2: float = 0.999
     eps: float = 1e-8
     seed: int = 0
-    augment: dict[str, Any] | None = None
+    augment: dict[str, Any] | None = field(default_factory=lambda: dict(AUGMENT))
     chunk_steps: int = 64
     eval_batch_size: int = 1000
 
@@ -73,17 +81,36 @@ class TrainConfig:
         """Raises ``MnistJaxError`` for a value no run could use."""
         checks = [
             (self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be 1 or more, got {self.batch_size}"),
+            (
+                self.batch_size >= 1,
+                f"batch size must be 1 or more, got {self.batch_size}",
+            ),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
-            (0 < self.keep_prob <= 1, f"keep-prob must be in (0, 1], got {self.keep_prob}"),
-            (self.decay_rate >= 0, f"decay rate must be 0 or more, got {self.decay_rate}"),
-            (self.decay_steps >= 0, f"decay steps must be 0 or more, got {self.decay_steps}"),
-            (self.schedule in SCHEDULES,
-             f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}"),
-            (self.init in model.INITS,
-             f"unknown init {self.init!r}; choose one of {', '.join(model.INITS)}"),
-            (len(self.sizes) >= 2 and min(self.sizes) >= 1,
-             f"layer sizes must be two or more positive numbers, got {self.sizes}"),
+            (
+                0 < self.keep_prob <= 1,
+                f"keep-prob must be in (0, 1], got {self.keep_prob}",
+            ),
+            (
+                self.decay_rate >= 0,
+                f"decay rate must be 0 or more, got {self.decay_rate}",
+            ),
+            (
+                self.decay_steps >= 0,
+                f"decay steps must be 0 or more, got {self.decay_steps}",
+            ),
+            (
+                self.schedule in SCHEDULES,
+                f"unknown schedule {self.schedule!r}; "
+                f"choose one of {', '.join(SCHEDULES)}",
+            ),
+            (
+                self.init in model.INITS,
+                f"unknown init {self.init!r}; choose one of {', '.join(model.INITS)}",
+            ),
+            (
+                len(self.sizes) >= 2 and min(self.sizes) >= 1,
+                f"layer sizes must be two or more positive numbers, got {self.sizes}",
+            ),
             (self.chunk_steps >= 1, "chunk steps must be 1 or more"),
         ]
         for ok, message in checks:

@@ -21,7 +21,7 @@ def blobs(n, seed=0):
     return images, labels
 
 
-SMALL = dict(sizes=(784, 16, 10), batch_size=32, chunk_steps=4, lr=3e-3)
+SMALL = dict(sizes=(784, 16, 10), batch_size=32, chunk_steps=4, lr=3e-3, augment=None)
 
 
 def test_epoch_order_is_a_permutation_padded_with_minus_one():
@@ -68,7 +68,9 @@ def test_short_last_batch_counts_every_example_and_compiles_once(monkeypatch):
         seen.append(result.step)
 
     three = TrainConfig(**SMALL, epochs=3)
-    fit(images[:100], labels[:100], images[100:], labels[100:], three, on_epoch=on_epoch)
+    fit(
+        images[:100], labels[:100], images[100:], labels[100:], three, on_epoch=on_epoch
+    )
 
     assert traces.count((32, 784)) == 1  # one training program for 12 steps
     assert seen == [4, 8, 12]  # ceil(100 / 32) steps an epoch: nothing dropped
@@ -90,8 +92,13 @@ def test_epoch_loss_averages_over_real_rows_only():
 def test_same_seed_gives_identical_parameters_and_another_seed_does_not():
     images, labels = blobs(200)
     runs = [
-        fit(images, labels, images[:50], labels[:50], TrainConfig(**SMALL, epochs=2,
-            seed=seed))[0].params
+        fit(
+            images,
+            labels,
+            images[:50],
+            labels[:50],
+            TrainConfig(**SMALL, epochs=2, seed=seed),
+        )[0].params
         for seed in (7, 7, 8)
     ]
 
@@ -108,8 +115,15 @@ def test_resuming_mid_epoch_from_a_checkpoint_matches_an_uninterrupted_run(
 
     chunks = []
     stop = lambda: len(chunks) >= 3  # noqa: E731
-    part, _ = fit(images, labels, images[:50], labels[:50], config,
-                  on_progress=lambda d, t: chunks.append(d), should_stop=stop)
+    part, _ = fit(
+        images,
+        labels,
+        images[:50],
+        labels[:50],
+        config,
+        on_progress=lambda d, t: chunks.append(d),
+        should_stop=stop,
+    )
     assert 0 < int(part.step) < 14
     checkpoint.save(tmp_path, part, config)
     restored, _ = checkpoint.load(tmp_path, 200, config)

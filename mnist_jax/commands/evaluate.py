@@ -19,8 +19,9 @@ def register(subparsers) -> None:
         "of a checkpoint on labelled data (the test split of IDX data or a "
         "named set, or every row of a CSV).",
     )
-    p.add_argument("--checkpoint", required=True,
-                   help="a run folder or its checkpoint.npz")
+    p.add_argument(
+        "--checkpoint", required=True, help="a run folder or its checkpoint.npz"
+    )
     add_data_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)

@@ -18,8 +18,9 @@ def register(subparsers) -> None:
         description="Predict a label for every image, in input order, and write "
         "the Kaggle format: header ImageId,Label with ImageId from 1.",
     )
-    p.add_argument("--checkpoint", required=True,
-                   help="a run folder or its checkpoint.npz")
+    p.add_argument(
+        "--checkpoint", required=True, help="a run folder or its checkpoint.npz"
+    )
     add_data_args(p)
     p.add_argument("--out", required=True, help="the CSV file to write")
     p.set_defaults(func=run)

@@ -8,7 +8,9 @@ import sys
 
 from mnist_jax import model
 from mnist_jax.commands.augment_flags import add_augment_args
-from mnist_jax.commands.augment_flags import config_from_args as augment_config_from_args
+from mnist_jax.commands.augment_flags import (
+    config_from_args as augment_config_from_args,
+)
 from mnist_jax.run import DataSpec, read_run_config, train_run
 from mnist_jax.schedules import SCHEDULES
 from mnist_jax.train import EpochResult, TrainConfig
@@ -50,36 +52,92 @@ def register(subparsers) -> None:
         "checkpoint to --out.",
     )
     add_data_args(p)
-    p.add_argument("--eval-data", default=None, help="evaluate on this data "
-                   "instead of the official test split or a dev hold-out")
-    p.add_argument("--dev-size", type=int, default=1000, help="examples held out "
-                   "for evaluation when the data has no test split (%(default)s)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"passes over the training set ({DEFAULTS.epochs})")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                   help="mini-batch size (%(default)s)")
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr,
-                   help="initial learning rate (%(default)s)")
-    p.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule,
-                   help="learning-rate schedule (%(default)s)")
-    p.add_argument("--decay-rate", type=float, default=DEFAULTS.decay_rate,
-                   help="decay rate of inverse-time and exponential (%(default)s)")
-    p.add_argument("--decay-steps", type=int, default=DEFAULTS.decay_steps,
-                   help="steps between decays; 0 means once per epoch (%(default)s)")
-    p.add_argument("--keep-prob", type=float, default=DEFAULTS.keep_prob,
-                   help="dropout keep probability on hidden layers (%(default)s)")
-    p.add_argument("--sizes", type=_sizes, default=DEFAULTS.sizes,
-                   help="layer sizes, input to output (784,100,50,20,10)")
-    p.add_argument("--init", choices=model.INITS, default=DEFAULTS.init,
-                   help="weight initialisation (%(default)s)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                   help="seed of every random choice (%(default)s)")
-    p.add_argument("--out", default=None,
-                   help="run folder for config.json, metrics.jsonl, checkpoint.npz")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its saved settings")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in --out")
+    p.add_argument(
+        "--eval-data",
+        default=None,
+        help="evaluate on this data "
+        "instead of the official test split or a dev hold-out",
+    )
+    p.add_argument(
+        "--dev-size",
+        type=int,
+        default=1000,
+        help="examples held out "
+        "for evaluation when the data has no test split (%(default)s)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"passes over the training set ({DEFAULTS.epochs})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help="mini-batch size (%(default)s)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULTS.lr,
+        help="initial learning rate (%(default)s)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=DEFAULTS.schedule,
+        help="learning-rate schedule (%(default)s)",
+    )
+    p.add_argument(
+        "--decay-rate",
+        type=float,
+        default=DEFAULTS.decay_rate,
+        help="decay rate of inverse-time and exponential (%(default)s)",
+    )
+    p.add_argument(
+        "--decay-steps",
+        type=int,
+        default=DEFAULTS.decay_steps,
+        help="steps between decays; 0 means once per epoch (%(default)s)",
+    )
+    p.add_argument(
+        "--keep-prob",
+        type=float,
+        default=DEFAULTS.keep_prob,
+        help="dropout keep probability on hidden layers (%(default)s)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=DEFAULTS.sizes,
+        help="layer sizes, input to output (784,100,50,20,10)",
+    )
+    p.add_argument(
+        "--init",
+        choices=model.INITS,
+        default=DEFAULTS.init,
+        help="weight initialisation (%(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help="seed of every random choice (%(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder for config.json, metrics.jsonl, checkpoint.npz",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its saved settings",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --out"
+    )
     add_augment_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
@@ -119,8 +177,9 @@ def run(args: argparse.Namespace) -> int:
     data = DataSpec(args.data, args.dev_size, args.eval_data, args.cache_dir)
     if args.resume and args.out is not None:
         saved, _ = read_run_config(args.out)
-        config = TrainConfig.from_dict({**saved.to_dict(), "epochs": args.epochs
-                                        or saved.epochs})
+        config = TrainConfig.from_dict(
+            {**saved.to_dict(), "epochs": args.epochs or saved.epochs}
+        )
     bar = None
     total_epochs = [config.epochs]
 
@@ -129,8 +188,9 @@ def run(args: argparse.Namespace) -> int:
         if args.no_progress:
             return
         if bar is None:
-            bar = tqdm(total=total, unit="step", leave=False, file=sys.stderr,
-                       disable=None)
+            bar = tqdm(
+                total=total, unit="step", leave=False, file=sys.stderr, disable=None
+            )
         bar.update(done - bar.n)
 
     def on_epoch(result: EpochResult, _state) -> None:
