@@ -20,6 +20,7 @@ COMMANDS = (
     "evaluate",
     "predict",
     "augment-preview",
+    "bench",
 )
 
 
