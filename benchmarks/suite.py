@@ -264,10 +264,9 @@ def _jax(current: Run, images_np: np.ndarray, labels_np: np.ndarray) -> None:
 
     for batch in plan.batches:
         steps = plan.steps[batch]
-        for with_aug in (False, True):
-            timing = bench.training_throughput(
-                runner(batch, steps, with_aug), images, labels, plan.repeats
-            )
+        pair = [runner(batch, steps, with_aug) for with_aug in (False, True)]
+        timings = bench.training_throughput(pair, images, labels, plan.repeats)
+        for with_aug, timing in zip((False, True), timings, strict=True):
             current.add(
                 Record.from_timing(
                     "jax", "train", timing, batch=batch, augment=with_aug, steps=steps
@@ -413,12 +412,12 @@ def _torch(current: Run, torch_mlp, images, labels, threads: int) -> None:
     trainer = torch_mlp.TorchTrainer(images, labels, model.DEFAULT_SIZES)
     for batch in plan.batches:
         steps = plan.steps[batch]
-        for with_aug in (False, True):
-            timing = bench.time_calls(
-                partial(trainer.steps, batch, steps, with_aug),
-                plan.repeats,
-                work=batch * steps,
-            )
+        timings = bench.time_interleaved(
+            [partial(trainer.steps, batch, steps, a) for a in (False, True)],
+            [batch * steps] * 2,
+            plan.repeats,
+        )
+        for with_aug, timing in zip((False, True), timings, strict=True):
             current.add(
                 Record.from_timing(
                     "torch",

@@ -86,16 +86,33 @@ def time_calls(
 
     Each call's result is waited for before the clock stops.
     """
+    return time_interleaved([call], [work], repeats, warmup=warmup)[0]
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], Any]],
+    works: Sequence[float],
+    repeats: int,
+    *,
+    warmup: int = 1,
+) -> list[Timing]:
+    """Returns one timing per call; the calls take turns, repeat by repeat.
+
+    Taking turns means that a change in the machine's load during the run
+    slows every call alike, so their ratios stay fair.
+    """
     if repeats < 1:
         raise MnistJaxError(f"repeats must be 1 or more, got {repeats}")
-    for _ in range(warmup):
-        block(call())
-    seconds = []
+    for call in calls:
+        for _ in range(warmup):
+            block(call())
+    seconds: list[list[float]] = [[] for _ in calls]
     for _ in range(repeats):
-        started = time.perf_counter()
-        block(call())
-        seconds.append(time.perf_counter() - started)
-    return Timing(tuple(seconds), work)
+        for call, times in zip(calls, seconds, strict=True):
+            started = time.perf_counter()
+            block(call())
+            times.append(time.perf_counter() - started)
+    return [Timing(tuple(t), w) for t, w in zip(seconds, works, strict=True)]
 
 
 # FLOPs and the ceiling.
@@ -210,29 +227,37 @@ def _restart(state: train.TrainState) -> train.TrainState:
 
 
 def training_throughput(
-    runner: TrainRunner, images: Array, labels: Array, repeats: int
-) -> Timing:
-    """Returns the timing of one chunk of ``chunk_steps`` steps, in examples/s.
+    runners: Sequence[TrainRunner], images: Array, labels: Array, repeats: int
+) -> list[Timing]:
+    """Returns the timing of each runner's chunk of steps, in examples/s.
 
-    Every timed chunk starts at step 0 of the epoch, so all its steps run
-    (a chunk skips the steps past the epoch's end).
+    The runners take turns (``time_interleaved``). Every timed chunk starts
+    at step 0 of the epoch, so all its ``chunk_steps`` steps run (a chunk
+    skips the steps past the epoch's end).
     """
-    config = runner.config
-    per_epoch = train.steps_per_epoch(int(images.shape[0]), config.batch_size)
-    if config.chunk_steps > per_epoch:
-        raise MnistJaxError(
-            f"{config.chunk_steps} steps at batch {config.batch_size} do not fit "
-            f"in one epoch of {images.shape[0]} examples; use fewer steps"
-        )
+    n_train = int(images.shape[0])
+    for runner in runners:
+        config = runner.config
+        if config.chunk_steps > train.steps_per_epoch(n_train, config.batch_size):
+            raise MnistJaxError(
+                f"{config.chunk_steps} steps at batch {config.batch_size} do not "
+                f"fit in one epoch of {n_train} examples; use fewer steps"
+            )
 
-    def call():
-        runner.state = runner.run(_restart(runner.state), images, labels, runner.order)
-        return runner.state
+    def chunk(runner: TrainRunner) -> Callable[[], train.TrainState]:
+        def call():
+            state = _restart(runner.state)
+            runner.state = runner.run(state, images, labels, runner.order)
+            return runner.state
 
-    timing = time_calls(call, repeats, work=config.batch_size * config.chunk_steps)
-    if int(runner.state.step) != config.chunk_steps:
-        raise MnistJaxError(f"a chunk ran {int(runner.state.step)} steps")
-    return timing
+        return call
+
+    works = [r.config.batch_size * r.config.chunk_steps for r in runners]
+    timings = time_interleaved([chunk(r) for r in runners], works, repeats)
+    for runner in runners:
+        if int(runner.state.step) != runner.config.chunk_steps:
+            raise MnistJaxError(f"a chunk ran {int(runner.state.step)} steps")
+    return timings
 
 
 def epoch_seconds(

@@ -119,6 +119,14 @@ def test_scipy_peer_keeps_28_by_28_after_zooming_in_and_out():
         assert out.sum() == pytest.approx(image.sum() * zoom**2, rel=0.2)
 
 
+def test_flags_choose_the_plan():
+    parser = importlib.import_module("benchmarks.cli").build_parser()
+
+    assert parser.parse_args([]).plan == "full"
+    assert parser.parse_args(["--quick"]).plan == "quick"
+    assert parser.parse_args(["--plan", "tiny"]).plan == "tiny"
+
+
 def test_bench_command_outside_a_checkout_is_one_line_error(tmp_path, capsys):
     with pytest.raises(MnistJaxError, match="source checkout"):
         find_benchmarks([tmp_path])

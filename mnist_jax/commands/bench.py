@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plan",
         choices=PLANS,
-        default="full",
         help="how much to measure (default: full; tiny is for the tests)",
     )
+    parser.set_defaults(plan="full")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument(
         "--no-torch", action="store_true", help="leave out the PyTorch peer"
