@@ -40,6 +40,7 @@ def _header(report: dict[str, Any]) -> list[str]:
     ]
     if ceiling:
         peak = ceiling["matmul_flops_per_s"]
+        blas = ceiling["numpy_matmul_flops_per_s"]
         same = ", ".join(
             f"b{b} {r['max'] / 1e9:.1f}"
             for b, r in ceiling["same_shape_flops_per_s"].items()
@@ -47,7 +48,8 @@ def _header(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- ceiling (best of repeats): float32 matmul {ceiling['matmul_n']}^2 "
             f"{peak['max'] / 1e9:.1f} GFLOP/s (median {peak['median'] / 1e9:.1f}); "
-            f"a training step's own matmuls alone (GFLOP/s): {same}"
+            f"a training step's own matmuls alone (GFLOP/s): {same}; for "
+            f"comparison NumPy's BLAS: {blas['max'] / 1e9:.1f} GFLOP/s"
         )
     return lines
 

@@ -232,10 +232,14 @@ def _ceiling(plan: Plan, sizes) -> dict[str, Any]:
         rates = bench.same_shape_rate(sizes, batch, steps, plan.repeats).rates()
         same[str(batch)] = rates
         log.info("same-shape %d: %.1f GFLOP/s at best", batch, rates["max"] / 1e9)
+    n = plan.matmul_n
+    a = np.random.default_rng(0).random((n, n), np.float32)
+    blas = bench.time_calls(lambda: a @ a, plan.repeats, work=2.0 * n**3).rates()
     return {
-        "matmul_n": plan.matmul_n,
+        "matmul_n": n,
         "matmul_flops_per_s": peak,
         "same_shape_flops_per_s": same,
+        "numpy_matmul_flops_per_s": blas,
     }
 
 
