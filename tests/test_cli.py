@@ -58,7 +58,7 @@ def test_train_evaluate_predict_on_real_digits(digits_csv, tmp_path, capsys):
 
     assert status == 0
     assert "epoch  10/10" in out and "final dev accuracy" in out
-    assert len(rows) == 10 and all(METRIC_KEYS <= row.keys() for row in rows)
+    assert len(rows) == 10 and all(row.keys() >= METRIC_KEYS for row in rows)
     assert rows[-1]["eval_accuracy"] > 0.7
     assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 10
 
