@@ -37,7 +37,9 @@ def init_params(
     if init not in INITS:
         raise MnistJaxError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
-        raise MnistJaxError(f"layer sizes must be two or more positive numbers: {sizes}")
+        raise MnistJaxError(
+            f"layer sizes must be two or more positive numbers: {sizes}"
+        )
 
     params = []
     keys = jax.random.split(key, len(sizes) - 1)
@@ -107,9 +109,7 @@ def forward(
     return a @ last["w"] + last["b"]
 
 
-def cross_entropy(
-    logits: Array, labels: Array, weights: Array | None = None
-) -> Array:
+def cross_entropy(logits: Array, labels: Array, weights: Array | None = None) -> Array:
     """Returns the mean softmax cross-entropy of logits ``(m, k)``, labels ``(m,)``.
 
     Computed as ``logsumexp(z) - z[y]``, which stays finite for logits of

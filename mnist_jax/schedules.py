@@ -58,7 +58,9 @@ def make_schedule(
                 f"exponential decay needs a rate in [0, 1), got {decay_rate}"
             )
         return optax.exponential_decay(
-            lr, transition_steps=decay_steps, decay_rate=1.0 - decay_rate,
+            lr,
+            transition_steps=decay_steps,
+            decay_rate=1.0 - decay_rate,
             staircase=True,
         )
     if name == "cosine":
