@@ -128,8 +128,9 @@ def manual_grads(
 
     x = to_inputs(images, params[0]["w"].dtype)
     batch, dtype = x.shape[0], x.dtype
-    train = key is not None and keep_prob < 1.0
-    masks = dropout_masks(key, params, batch, keep_prob) if train else None
+    masks = None
+    if key is not None and keep_prob < 1.0:
+        masks = dropout_masks(key, params, batch, keep_prob)
     cache = forward_cache(params, x, masks, keep_prob)
 
     dz = jax.nn.softmax(cache.zs[-1]) - rules.one_hot(labels, num_classes, dtype)

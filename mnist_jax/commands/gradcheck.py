@@ -61,7 +61,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the check, prints its table; returns 0 on pass, 1 on fail."""
-    was_x64 = jax.config.jax_enable_x64
+    was_x64 = jax.config.read("jax_enable_x64")
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     try:
