@@ -17,7 +17,7 @@ For every parameter leaf (each layer's ``w`` and ``b``) it compares
 ``tiny`` is the smallest normal number of the dtype, so a leaf whose gradient
 is exactly zero does not divide by zero. A direction whose step moves some
 hidden pre-activation across zero measures a kink, not a derivative; it is
-left out and counted in the report.
+counted in the report, and left out where ``Tolerances.skip_kinks`` says.
 """
 
 from __future__ import annotations
@@ -47,13 +47,18 @@ class Tolerances:
     per_leaf: bool  # scale grad errors by each leaf's largest entry, not all
     slope: float  # either gradient against finite differences
     step: float  # h, along a unit direction
+    skip_kinks: bool  # leave out directions whose step crosses a ReLU kink
 
 
 TOLERANCES = {
     # Manual and automatic differentiation do the same arithmetic in another
     # order, so in float64 they agree to a few ulps (~1e-16). Central
     # differences err by ~h²·L''' + eps·L/h, near 1e-10 at h = 1e-5.
-    "float64": Tolerances(grad=1e-10, per_leaf=True, slope=1e-6, step=1e-5),
+    # One kink crossed moves a slope by far more than 1e-6, so such
+    # directions are left out.
+    "float64": Tolerances(
+        grad=1e-10, per_leaf=True, slope=1e-6, step=1e-5, skip_kinks=True
+    ),
     # float32 has eps ~ 1.2e-7, and each gradient entry is a batch sum of
     # products through every layer, rounded differently by the two passes.
     # Per leaf that is ill-conditioned: the output bias of a near-uniform
@@ -62,8 +67,19 @@ TOLERANCES = {
     # scaled by the largest entry of the whole gradient, where they stay
     # below ~1e-6; 1e-4 leaves a hundredfold margin and still fails a wrong
     # equation (errors of order 1e-2 and more).
-    # Slopes at h = 1e-2 carry ~1e-5 of rounding (see NOISE_ULPS).
-    "float32": Tolerances(grad=1e-4, per_leaf=False, slope=1e-2, step=1e-2),
+    # Central differences in float32 are a coarse witness: at h = 3e-3 the
+    # rounded losses put ~1e-3 of noise on each slope (see NOISE_ULPS).
+    # Kinked directions are left out: with --init small, pre-activations
+    # sit within a step of zero and one kink moves a slope by up to ~8e-2.
+    # Over seeds 0-5, both inits and two networks the worst remaining
+    # slope error was 7e-4; 1e-2 leaves a tenfold margin.
+    # Known limitation: a step this long crosses some kink on most
+    # directions of a wide hidden layer, so in float32 the slopes there are
+    # often all left out (the kinks column shows it); float64 is the sharp
+    # finite-difference check, and the grad tolerance the sharp float32 one.
+    "float32": Tolerances(
+        grad=1e-4, per_leaf=False, slope=1e-2, step=3e-3, skip_kinks=True
+    ),
 }
 
 
@@ -86,7 +102,7 @@ class LeafCheck:
     manual_slope_rel: float
     auto_slope_abs: float  # worst |finite difference - <jax.grad, d>|
     auto_slope_rel: float
-    kinked: int  # directions left out: their step crossed a ReLU kink
+    kinked: int  # directions whose step crossed a ReLU kink
 
 
 @dataclass(frozen=True)
@@ -395,8 +411,9 @@ def check_gradients(
     for path, m, leaf, grad_scale in zip(
         paths, measures, jax.tree.leaves(problem.params), scales, strict=True
     ):
-        manual_slope = _worst_slope_error(m.slopes, m.manual_inner, m.kinked)
-        auto_slope = _worst_slope_error(m.slopes, m.auto_inner, m.kinked)
+        left_out = m.kinked if tolerances.skip_kinks else np.zeros_like(m.kinked)
+        manual_slope = _worst_slope_error(m.slopes, m.manual_inner, left_out)
+        auto_slope = _worst_slope_error(m.slopes, m.auto_inner, left_out)
         noise = NOISE_ULPS * eps * max(abs(float(m.loss)), 1.0) / tolerances.step
         scale = max(float(m.auto_norm), noise / tolerances.slope)
         checks.append(
