@@ -19,6 +19,7 @@ COMMANDS = (
     "train",
     "evaluate",
     "predict",
+    "gradcheck",
     "augment-preview",
 )
 
