@@ -21,7 +21,14 @@ from typing import Any
 from mnist_jax import checkpoint
 from mnist_jax.data import Splits, load_splits
 from mnist_jax.errors import MnistJaxError
-from mnist_jax.train import EpochResult, TrainConfig, TrainState, fit
+from mnist_jax.train import (
+    Diverged,
+    EpochResult,
+    TrainConfig,
+    TrainState,
+    fit,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +113,10 @@ def train_run(
 
     resume: continue the run in ``out_dir`` with its saved config and data;
     ``epochs`` may extend it. splits: data already loaded (skips ``data``).
-    A non-finite loss raises ``Diverged`` and leaves the last good
-    checkpoint in place. When ``should_stop()`` turns true the state is
-    checkpointed mid-epoch and the result says ``interrupted``.
+    A non-finite loss raises ``Diverged``, whose message says where the last
+    good checkpoint is; that checkpoint is left as it was. When
+    ``should_stop()`` turns true the state is checkpointed, mid-epoch if need
+    be, and the result says ``interrupted``; ``resume`` then continues it.
     """
     folder = Path(out_dir) if out_dir is not None else None
     state = None
@@ -129,30 +137,56 @@ def train_run(
         record = {"config": config.to_dict(), "data": data.__dict__}
         (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
+    per_epoch = steps_per_epoch(n_train, config.batch_size)
+    saved_at = None if state is None else _position(int(state.step), per_epoch)
+
     def after_epoch(result: EpochResult, epoch_state: TrainState) -> None:
+        nonlocal saved_at
         if folder is not None:
             checkpoint.save(folder, epoch_state, config)
+            saved_at = _position(result.step, per_epoch)
             with open(folder / METRICS_FILE, "a") as f:
                 f.write(json.dumps(result.to_dict()) + "\n")
         if on_epoch is not None:
             on_epoch(result, epoch_state)
 
-    state, history = fit(
-        splits.train.images,
-        splits.train.labels,
-        splits.eval.images,
-        splits.eval.labels,
-        config,
-        state=state,
-        on_progress=on_progress,
-        on_epoch=after_epoch,
-        should_stop=should_stop,
-    )
-    interrupted = should_stop is not None and should_stop()
+    try:
+        state, history = fit(
+            splits.train.images,
+            splits.train.labels,
+            splits.eval.images,
+            splits.eval.labels,
+            config,
+            state=state,
+            on_progress=on_progress,
+            on_epoch=after_epoch,
+            should_stop=should_stop,
+        )
+    except Diverged as err:
+        # Nothing is saved past this point, so the last good checkpoint stays.
+        raise Diverged(f"{err}; {_kept(folder, saved_at)}") from None
+    interrupted = int(state.step) < config.epochs * per_epoch
     saved = None
     if folder is not None:
         saved = checkpoint.save(folder, state, config)
     return RunResult(state, config, history, folder, saved, interrupted, splits)
+
+
+def _position(step: int, per_epoch: int) -> str:
+    """Names a step, e.g. ``"step 20, end of epoch 2"`` or ``"step 23, in epoch 3"``."""
+    epoch, done = divmod(step, per_epoch)
+    if step == 0:
+        return "step 0, before training"
+    return f"step {step}, " + (
+        f"end of epoch {epoch}" if done == 0 else f"in epoch {epoch + 1}"
+    )
+
+
+def _kept(folder: Path | None, saved_at: str | None) -> str:
+    """Says which checkpoint a diverged run leaves behind."""
+    if folder is None or saved_at is None:
+        return "no checkpoint was written"
+    return f"the last good checkpoint ({saved_at}) is kept in {folder}"
 
 
 def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
