@@ -76,10 +76,15 @@ def save(path: str | os.PathLike, state: TrainState, config: TrainConfig) -> Pat
     arrays["key"] = np.asarray(jax.random.key_data(state.key))
     arrays["stats"] = np.asarray(state.stats, np.float32)
 
-    # Known limitation: a writer killed mid-write leaves its .checkpoint-*.tmp
-    # behind; loads never look at it, but nothing removes it either.
+    # A writer killed mid-write leaves its temporary file; the next save of
+    # the run (there is one writer per run folder) clears it away.
+    for stale in target.parent.glob(".checkpoint-*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=target.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
             f.flush()

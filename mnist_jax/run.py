@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_jax import checkpoint
-from mnist_jax.data import Splits, load_splits
+from mnist_jax.data import NAMED, SAMPLE, Splits, load_splits
 from mnist_jax.errors import MnistJaxError
 from mnist_jax.train import (
     Diverged,
@@ -44,6 +44,25 @@ class DataSpec:
     dev_size: int = 1000
     eval_data: str | None = None
     cache_dir: str | None = None
+
+    def absolute(self) -> DataSpec:
+        """Returns the spec with file and folder paths made absolute.
+
+        Saved that way, ``plot`` and ``--resume`` work from any directory.
+        Names (``sample``, ``mnist``, ``fashion-mnist``) stay names.
+        """
+
+        def fix(spec: str | None) -> str | None:
+            if spec is None or spec in (SAMPLE, *NAMED) or not Path(spec).exists():
+                return spec
+            return str(Path(spec).resolve())
+
+        return DataSpec(
+            fix(self.data) or self.data,
+            self.dev_size,
+            fix(self.eval_data),
+            fix(self.cache_dir),
+        )
 
     def load(self, seed: int) -> Splits:
         """Returns the train and evaluation splits (dev split seeded by ``seed``)."""
@@ -124,7 +143,7 @@ def train_run(
         if folder is None:
             raise MnistJaxError("--resume needs the run folder to continue")
         config, data = read_run_config(folder)
-    data = data or DataSpec()
+    data = (data or DataSpec()).absolute()
     if epochs is not None:
         config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
     if folder is not None:

@@ -315,3 +315,23 @@ def test_a_writer_killed_while_saving_again_and_again_leaves_a_whole_checkpoint(
 
     state, _ = checkpoint.load(tmp_path, 100)
     assert int(state.step) in (last, last + 1)
+
+
+def test_the_next_save_clears_a_killed_writers_temporary_file(tmp_path):
+    stale = tmp_path / ".checkpoint-killed.tmp"
+    stale.write_bytes(b"half a checkpoint")
+
+    path = saved(tmp_path)
+
+    assert not stale.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_checkpoint_gets_the_usual_file_mode(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = saved(tmp_path)
+    finally:
+        os.umask(umask)
+
+    assert path.stat().st_mode & 0o777 == 0o644
