@@ -21,6 +21,7 @@ from typing import Any
 from mnist_jax import checkpoint
 from mnist_jax.data import Splits, load_splits
 from mnist_jax.errors import MnistJaxError
+from mnist_jax.parallel import is_primary
 from mnist_jax.train import EpochResult, TrainConfig, TrainState, fit
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,11 @@ def train_run(
     ``epochs`` may extend it. splits: data already loaded (skips ``data``).
     A non-finite loss raises ``Diverged`` and leaves the last good
     checkpoint in place. When ``should_stop()`` turns true the state is
-    checkpointed mid-epoch and the result says ``interrupted``.
+    checkpointed mid-epoch and the result says ``interrupted``. In a
+    multi-process run every process reads ``out_dir``; only process 0 writes.
     """
     folder = Path(out_dir) if out_dir is not None else None
+    writer = folder if is_primary() else None
     state = None
     if resume:
         if folder is None:
@@ -119,20 +122,20 @@ def train_run(
     data = data or DataSpec()
     if epochs is not None:
         config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
-    if folder is not None:
-        _prepare_folder(folder, resume, overwrite)
+    if writer is not None:
+        _prepare_folder(writer, resume, overwrite)
     splits = splits or data.load(config.seed)
     n_train = splits.train.images.shape[0]
     if resume and folder is not None:
         state, _ = checkpoint.load(folder, n_train, config)
-    if folder is not None:
+    if writer is not None:
         record = {"config": config.to_dict(), "data": data.__dict__}
-        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (writer / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
     def after_epoch(result: EpochResult, epoch_state: TrainState) -> None:
-        if folder is not None:
-            checkpoint.save(folder, epoch_state, config)
-            with open(folder / METRICS_FILE, "a") as f:
+        if writer is not None:
+            checkpoint.save(writer, epoch_state, config)
+            with open(writer / METRICS_FILE, "a") as f:
                 f.write(json.dumps(result.to_dict()) + "\n")
         if on_epoch is not None:
             on_epoch(result, epoch_state)
@@ -150,8 +153,8 @@ def train_run(
     )
     interrupted = should_stop is not None and should_stop()
     saved = None
-    if folder is not None:
-        saved = checkpoint.save(folder, state, config)
+    if writer is not None:
+        saved = checkpoint.save(writer, state, config)
     return RunResult(state, config, history, folder, saved, interrupted, splits)
 
 
