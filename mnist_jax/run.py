@@ -21,6 +21,7 @@ from typing import Any
 from mnist_jax import checkpoint
 from mnist_jax.data import NAMED, SAMPLE, Splits, load_splits
 from mnist_jax.errors import MnistJaxError
+from mnist_jax.parallel import is_primary
 from mnist_jax.train import (
     Diverged,
     EpochResult,
@@ -135,9 +136,11 @@ def train_run(
     A non-finite loss raises ``Diverged``, whose message says where the last
     good checkpoint is; that checkpoint is left as it was. When
     ``should_stop()`` turns true the state is checkpointed, mid-epoch if need
-    be, and the result says ``interrupted``; ``resume`` then continues it.
+    be, and the result says ``interrupted``; ``resume`` then continues it. In a
+    multi-process run every process reads ``out_dir``; only process 0 writes.
     """
     folder = Path(out_dir) if out_dir is not None else None
+    writer = folder if is_primary() else None
     state = None
     if resume:
         if folder is None:
@@ -146,25 +149,25 @@ def train_run(
     data = (data or DataSpec()).absolute()
     if epochs is not None:
         config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
-    if folder is not None:
-        _prepare_folder(folder, resume, overwrite)
+    if writer is not None:
+        _prepare_folder(writer, resume, overwrite)
     splits = splits or data.load(config.seed)
     n_train = splits.train.images.shape[0]
     if resume and folder is not None:
         state, _ = checkpoint.load(folder, n_train, config)
-    if folder is not None:
+    if writer is not None:
         record = {"config": config.to_dict(), "data": data.__dict__}
-        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (writer / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
     per_epoch = steps_per_epoch(n_train, config.batch_size)
     saved_at = None if state is None else _position(int(state.step), per_epoch)
 
     def after_epoch(result: EpochResult, epoch_state: TrainState) -> None:
         nonlocal saved_at
-        if folder is not None:
-            checkpoint.save(folder, epoch_state, config)
+        if writer is not None:
+            checkpoint.save(writer, epoch_state, config)
             saved_at = _position(result.step, per_epoch)
-            with open(folder / METRICS_FILE, "a") as f:
+            with open(writer / METRICS_FILE, "a") as f:
                 f.write(json.dumps(result.to_dict()) + "\n")
         if on_epoch is not None:
             on_epoch(result, epoch_state)
@@ -186,8 +189,8 @@ def train_run(
         raise Diverged(f"{err}; {_kept(folder, saved_at)}") from None
     interrupted = int(state.step) < config.epochs * per_epoch
     saved = None
-    if folder is not None:
-        saved = checkpoint.save(folder, state, config)
+    if writer is not None:
+        saved = checkpoint.save(writer, state, config)
     return RunResult(state, config, history, folder, saved, interrupted, splits)
 
 

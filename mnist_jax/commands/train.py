@@ -11,6 +11,11 @@ from mnist_jax.commands.augment_flags import add_augment_args
 from mnist_jax.commands.augment_flags import (
     config_from_args as augment_config_from_args,
 )
+from mnist_jax.commands.scale_flags import (
+    add_scale_args,
+    join_processes,
+    members_from_args,
+)
 from mnist_jax.errors import MnistJaxError
 from mnist_jax.run import DataSpec, RunResult, read_run_config, train_run
 from mnist_jax.schedules import SCHEDULES
@@ -145,6 +150,7 @@ def register(subparsers) -> None:
         "--overwrite", action="store_true", help="replace the run already in --out"
     )
     add_augment_args(p)
+    add_scale_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
         "--plot",
@@ -193,9 +199,18 @@ def format_epoch(result: EpochResult, epochs: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    join_processes(args)  # before anything else uses JAX
     if args.plot:
         _check_can_plot(args.out)
     config = config_from_args(args)
+    members = members_from_args(args, config.lr)
+    if members is not None:
+        from mnist_jax.commands.train_many import run_many
+
+        return run_many(args, config, members)
+    from mnist_jax.parallel import is_primary
+
+    primary = is_primary()  # in a multi-process run only process 0 prints
     data = DataSpec(args.data, args.dev_size, args.eval_data, args.cache_dir)
     if args.resume and args.out is not None:
         saved, _ = read_run_config(args.out)
@@ -207,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_progress(done: int, total: int) -> None:
         nonlocal bar
-        if args.no_progress:
+        if args.no_progress or not primary:
             return
         if bar is None:
             bar = tqdm(
@@ -220,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
             bar = None
-        print(format_epoch(result, total_epochs[0]), flush=True)
+        if primary:
+            print(format_epoch(result, total_epochs[0]), flush=True)
 
     with stop_requested() as stop:
         result = train_run(
@@ -237,8 +253,11 @@ def run(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     if result.interrupted:
-        print(_interrupted_message(result, stop.name or "a stop"), file=sys.stderr)
+        if primary:
+            print(_interrupted_message(result, stop.name or "a stop"), file=sys.stderr)
         return INTERRUPTED
+    if not primary:
+        return 0
     if result.history:
         last = result.history[-1]
         name = result.splits.eval_name if result.splits else "eval"
