@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import jax
@@ -73,8 +76,15 @@ def save(path: str | os.PathLike, state: TrainState, config: TrainConfig) -> Pat
     arrays["key"] = np.asarray(jax.random.key_data(state.key))
     arrays["stats"] = np.asarray(state.stats, np.float32)
 
+    # A writer killed mid-write leaves its temporary file; the next save of
+    # the run (there is one writer per run folder) clears it away.
+    for stale in target.parent.glob(".checkpoint-*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=target.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
             f.flush()
@@ -100,18 +110,57 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+# What np.load can raise on a damaged archive or .npy member: zipfile's own
+# errors, an unknown compression method or encryption flag (NotImplementedError,
+# RuntimeError), a garbled .npy header (SyntaxError, TokenError), a garbled
+# shape (MemoryError, OverflowError), a short or garbled member (the rest).
+_DAMAGE = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    NotImplementedError,
+    RuntimeError,
+    SyntaxError,
+    tokenize.TokenError,
+    struct.error,
+    zlib.error,
+    MemoryError,
+    OverflowError,
+)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
 def _read(target: Path) -> dict[str, np.ndarray]:
-    if not target.exists():
+    """Returns every array of the archive; nothing is ever unpickled."""
+    if not target.is_file():
         raise MnistJaxError(
             f"{target}: no checkpoint there; pass the --out folder of a run"
+        )
+    with open(target, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head != _ZIP_MAGIC:
+        what = "is empty" if not head else "is not an .npz archive"
+        raise MnistJaxError(
+            f"{target}: the checkpoint {what}; it is truncated or corrupted, so "
+            "resume from an intact copy or train again"
         )
     try:
         with np.load(target, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+    except _DAMAGE as err:
+        if isinstance(err, ValueError) and "Object arrays" in str(err):
+            raise MnistJaxError(
+                f"{target}: the checkpoint holds an object array, which only "
+                "pickle could load; mnist-jax never unpickles files, so it "
+                "refuses this one"
+            ) from None
         raise MnistJaxError(
-            f"{target}: the checkpoint is truncated or corrupted ({err}); "
-            "resume from an intact copy or train again"
+            f"{target}: the checkpoint is truncated or corrupted "
+            f"({type(err).__name__}: {err}); resume from an intact copy or "
+            "train again"
         ) from None
 
 
@@ -168,9 +217,11 @@ def load(
         state = TrainState(
             params=params,
             opt_state=jax.tree_util.tree_unflatten(treedef, opt_leaves),
-            step=jnp.asarray(arrays["step"], jnp.int32),
-            key=jax.random.wrap_key_data(jnp.asarray(arrays["key"], jnp.uint32)),
-            stats=jnp.asarray(arrays["stats"], jnp.float32),
+            step=_like(arrays["step"], template.step, "step"),
+            key=jax.random.wrap_key_data(
+                _like(arrays["key"], jax.random.key_data(template.key), "key")
+            ),
+            stats=_like(arrays["stats"], template.stats, "stats"),
         )
     except KeyError as err:
         raise MnistJaxError(
@@ -180,33 +231,43 @@ def load(
     return state, config
 
 
-def _like(value: np.ndarray, template, name: str) -> jax.Array:
-    if value.shape != template.shape:
+def _checked(value: np.ndarray, shape: tuple[int, ...], name: str) -> jax.Array:
+    """Returns ``value`` on the device once its shape and number type are right."""
+    if value.shape != tuple(shape):
         raise MnistJaxError(
             f"checkpoint array {name} has shape {value.shape}, expected "
-            f"{template.shape}: the checkpoint is from a different architecture"
+            f"{tuple(shape)}: the checkpoint is from a different architecture"
         )
-    return jnp.asarray(value, template.dtype)
+    if value.dtype.kind not in "biuf":
+        raise MnistJaxError(
+            f"checkpoint array {name} holds {value.dtype} values, not numbers; "
+            "the checkpoint is corrupted"
+        )
+    return jnp.asarray(value)
+
+
+def _like(value: np.ndarray, template, name: str) -> jax.Array:
+    """Returns ``value`` shaped and typed like ``template``, or raises why not."""
+    return _checked(value, template.shape, name).astype(template.dtype)
 
 
 def load_params(path: str | os.PathLike) -> tuple[model.Params, TrainConfig]:
-    """Returns only the parameters and config, e.g. for evaluate and predict."""
+    """Returns only the parameters and config, e.g. for evaluate and predict.
+
+    The weights keep the dtype they were saved with; their shapes must be
+    the ones the saved layer sizes give.
+    """
     target = checkpoint_path(path)
     config, arrays = load_meta(target)
-    n_layers = len(config.sizes) - 1
+    pairs = zip(config.sizes[:-1], config.sizes[1:], strict=True)
     try:
         params = [
             {
-                "w": jnp.asarray(arrays[f"params/{i}/w"]),
-                "b": jnp.asarray(arrays[f"params/{i}/b"]),
+                "w": _checked(arrays[f"params/{i}/w"], (n_in, n_out), f"params/{i}/w"),
+                "b": _checked(arrays[f"params/{i}/b"], (n_out,), f"params/{i}/b"),
             }
-            for i in range(n_layers)
+            for i, (n_in, n_out) in enumerate(pairs)
         ]
     except KeyError as err:
         raise MnistJaxError(f"{target}: the checkpoint lacks the array {err}") from None
-    if model.layer_sizes(params) != tuple(config.sizes):
-        raise MnistJaxError(
-            f"{target}: the weights have sizes {list(model.layer_sizes(params))} "
-            f"but the config says {list(config.sizes)}"
-        )
     return params, config

@@ -3,7 +3,7 @@
 Each subcommand lives in its own module under ``mnist_jax.commands`` and
 exposes ``register(subparsers)``, which adds its parser and sets
 ``func(args) -> int``. Errors the user can fix (``MnistJaxError``) print one
-line and exit with status 2, without a traceback.
+line and exit with status 2, without a traceback; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ COMMANDS = (
     "train",
     "evaluate",
     "predict",
+    "gradcheck",
     "augment-preview",
+    "plot",
     "bench",
 )
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"mnist-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mnist-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

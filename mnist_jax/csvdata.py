@@ -226,9 +226,12 @@ def _check_whole_numbers(frame, columns, path: Path, header: bool) -> None:
     """Raises on the first cell that is empty, not a number or not whole."""
     masks = {}
     for column in columns:
-        numbers = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+        values = frame[column]
+        numbers = pd.to_numeric(values, errors="coerce").to_numpy(float)
         with np.errstate(invalid="ignore"):
             masks[column] = ~np.isfinite(numbers) | (numbers % 1 != 0)
+        # pandas reads True and False as booleans, which to_numeric makes 1 and 0.
+        masks[column] |= values.map(_is_bool).to_numpy(bool)
     if not any(m.any() for m in masks.values()):
         return
 
@@ -240,6 +243,10 @@ def _check_whole_numbers(frame, columns, path: Path, header: bool) -> None:
             f"{where} is empty or missing; every cell must be an integer"
         )
     raise MnistJaxError(f"{where} is {str(value)!r}, not an integer; fix that cell")
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
 
 
 def _check_range(frame, columns, top: int, what: str, path: Path, header) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mnist_jax.errors import MnistJaxError
 
@@ -74,37 +75,18 @@ def dropout_masks(
 
     Each unit is kept with probability ``keep_prob`` (to within 2**-32). The
     forward pass and the hand-written backward pass draw the same masks from
-    the same key. The bits come from a Philox generator keyed by ``key``
-    (see ``mask_key``).
+    the same key. All layers' bits come from one draw of ``(batch, sum n_l)``
+    words: on the CPU JAX runs Threefry as a loop of small kernels, and one
+    draw instead of a split and a draw per layer made a batch-128 training
+    step about 10 % faster (see benchmarks/README.md).
     """
     hidden = [layer["b"].shape[0] for layer in params[:-1]]
-    # Known limitation: XLA on the CPU fuses each mask's bits into both the
-    # forward and the backward kernel, so they are drawn twice a step.
-    keys = jax.random.split(mask_key(key), max(len(hidden), 1))
     threshold = jnp.uint32(min(round(keep_prob * 2.0**32), 2**32 - 1))
-    return [
-        jax.random.bits(k, (batch, n), jnp.uint32) < threshold
-        for k, n in zip(keys, hidden, strict=False)
-    ]
-
-
-def mask_key(key: Array) -> Array:
-    """Returns a Philox 2x32 key drawn from ``key``, for the dropout bits.
-
-    On the CPU, JAX's default Threefry runs as a loop of small kernels and
-    took about a quarter of a batch-128 training step; Philox is one fused
-    kernel and drew the masks two (batch 1024) to five (batch 128) times
-    faster (see benchmarks/README.md). Its key has 32 bits, so among 10,000
-    steps two share their masks with a chance of about 1 %, which does
-    training no harm.
-    """
-    words = jax.random.bits(key, (1,), jnp.uint32)
-    try:
-        return jax.random.wrap_key_data(words, impl="philox2x32")
-    except ValueError:
-        # Known limitation: JAX releases without Philox keep Threefry here,
-        # so the same seed gives other dropout masks there.
-        return key
+    keep = jax.random.bits(key, (batch, max(sum(hidden), 1)), jnp.uint32) < threshold
+    # Known limitation: XLA on the CPU fuses the bits into both the forward
+    # and the backward kernel of each layer, so they are drawn twice a step.
+    bounds = np.cumsum([0, *hidden])
+    return [keep[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def forward(

@@ -19,9 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from mnist_jax import checkpoint
-from mnist_jax.data import Splits, load_splits
+from mnist_jax.data import NAMED, SAMPLE, Splits, load_splits
 from mnist_jax.errors import MnistJaxError
-from mnist_jax.train import EpochResult, TrainConfig, TrainState, fit
+from mnist_jax.parallel import is_primary
+from mnist_jax.train import (
+    Diverged,
+    EpochResult,
+    TrainConfig,
+    TrainState,
+    fit,
+    steps_per_epoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,25 @@ class DataSpec:
     dev_size: int = 1000
     eval_data: str | None = None
     cache_dir: str | None = None
+
+    def absolute(self) -> DataSpec:
+        """Returns the spec with file and folder paths made absolute.
+
+        Saved that way, ``plot`` and ``--resume`` work from any directory.
+        Names (``sample``, ``mnist``, ``fashion-mnist``) stay names.
+        """
+
+        def fix(spec: str | None) -> str | None:
+            if spec is None or spec in (SAMPLE, *NAMED) or not Path(spec).exists():
+                return spec
+            return str(Path(spec).resolve())
+
+        return DataSpec(
+            fix(self.data) or self.data,
+            self.dev_size,
+            fix(self.eval_data),
+            fix(self.cache_dir),
+        )
 
     def load(self, seed: int) -> Splits:
         """Returns the train and evaluation splits (dev split seeded by ``seed``)."""
@@ -106,53 +133,82 @@ def train_run(
 
     resume: continue the run in ``out_dir`` with its saved config and data;
     ``epochs`` may extend it. splits: data already loaded (skips ``data``).
-    A non-finite loss raises ``Diverged`` and leaves the last good
-    checkpoint in place. When ``should_stop()`` turns true the state is
-    checkpointed mid-epoch and the result says ``interrupted``.
+    A non-finite loss raises ``Diverged``, whose message says where the last
+    good checkpoint is; that checkpoint is left as it was. When
+    ``should_stop()`` turns true the state is checkpointed, mid-epoch if need
+    be, and the result says ``interrupted``; ``resume`` then continues it. In a
+    multi-process run every process reads ``out_dir``; only process 0 writes.
     """
     folder = Path(out_dir) if out_dir is not None else None
+    writer = folder if is_primary() else None
     state = None
     if resume:
         if folder is None:
             raise MnistJaxError("--resume needs the run folder to continue")
         config, data = read_run_config(folder)
-    data = data or DataSpec()
+    data = (data or DataSpec()).absolute()
     if epochs is not None:
         config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs})
-    if folder is not None:
-        _prepare_folder(folder, resume, overwrite)
+    if writer is not None:
+        _prepare_folder(writer, resume, overwrite)
     splits = splits or data.load(config.seed)
     n_train = splits.train.images.shape[0]
     if resume and folder is not None:
         state, _ = checkpoint.load(folder, n_train, config)
-    if folder is not None:
+    if writer is not None:
         record = {"config": config.to_dict(), "data": data.__dict__}
-        (folder / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (writer / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    per_epoch = steps_per_epoch(n_train, config.batch_size)
+    saved_at = None if state is None else _position(int(state.step), per_epoch)
 
     def after_epoch(result: EpochResult, epoch_state: TrainState) -> None:
-        if folder is not None:
-            checkpoint.save(folder, epoch_state, config)
-            with open(folder / METRICS_FILE, "a") as f:
+        nonlocal saved_at
+        if writer is not None:
+            checkpoint.save(writer, epoch_state, config)
+            saved_at = _position(result.step, per_epoch)
+            with open(writer / METRICS_FILE, "a") as f:
                 f.write(json.dumps(result.to_dict()) + "\n")
         if on_epoch is not None:
             on_epoch(result, epoch_state)
 
-    state, history = fit(
-        splits.train.images,
-        splits.train.labels,
-        splits.eval.images,
-        splits.eval.labels,
-        config,
-        state=state,
-        on_progress=on_progress,
-        on_epoch=after_epoch,
-        should_stop=should_stop,
-    )
-    interrupted = should_stop is not None and should_stop()
+    try:
+        state, history = fit(
+            splits.train.images,
+            splits.train.labels,
+            splits.eval.images,
+            splits.eval.labels,
+            config,
+            state=state,
+            on_progress=on_progress,
+            on_epoch=after_epoch,
+            should_stop=should_stop,
+        )
+    except Diverged as err:
+        # Nothing is saved past this point, so the last good checkpoint stays.
+        raise Diverged(f"{err}; {_kept(folder, saved_at)}") from None
+    interrupted = int(state.step) < config.epochs * per_epoch
     saved = None
-    if folder is not None:
-        saved = checkpoint.save(folder, state, config)
+    if writer is not None:
+        saved = checkpoint.save(writer, state, config)
     return RunResult(state, config, history, folder, saved, interrupted, splits)
+
+
+def _position(step: int, per_epoch: int) -> str:
+    """Names a step, e.g. ``"step 20, end of epoch 2"`` or ``"step 23, in epoch 3"``."""
+    epoch, done = divmod(step, per_epoch)
+    if step == 0:
+        return "step 0, before training"
+    return f"step {step}, " + (
+        f"end of epoch {epoch}" if done == 0 else f"in epoch {epoch + 1}"
+    )
+
+
+def _kept(folder: Path | None, saved_at: str | None) -> str:
+    """Says which checkpoint a diverged run leaves behind."""
+    if folder is None or saved_at is None:
+        return "no checkpoint was written"
+    return f"the last good checkpoint ({saved_at}) is kept in {folder}"
 
 
 def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:

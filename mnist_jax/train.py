@@ -378,6 +378,7 @@ def fit(
     on_progress: ProgressFn | None = None,
     on_epoch: EpochFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    data_parallel: bool | None = None,
 ) -> tuple[TrainState, list[EpochResult]]:
     """Trains until ``config.epochs`` epochs are done; returns (state, history).
 
@@ -387,6 +388,8 @@ def fit(
     on_epoch(result, state) after each epoch. When ``should_stop()`` turns
     true, ``fit`` returns after the current chunk with the state mid-epoch.
     Raises ``Diverged`` when the loss or a parameter stops being finite.
+    data_parallel: split every batch over all devices (``mnist_jax.parallel``);
+    None turns it on when JAX sees more than one device.
     """
     model.check_labels(train_labels, config.sizes[-1], "training labels")
     model.check_labels(eval_labels, config.sizes[-1], "evaluation labels")
@@ -397,9 +400,19 @@ def fit(
     optimizer = make_optimizer(config, n_train)
     state = init_state(config, n_train) if state is None else state
     per_epoch = steps_per_epoch(n_train, config.batch_size)
-    run_chunk = make_chunk_runner(config, optimizer, n_train)
-    images = jnp.asarray(train_images)
-    labels = jnp.asarray(train_labels, jnp.int32)
+    run_chunk: Callable[..., TrainState]
+    if data_parallel is None:
+        data_parallel = jax.device_count() > 1
+    if data_parallel:
+        from mnist_jax import parallel
+
+        run_chunk = parallel.make_sharded_runner(config, optimizer, n_train)
+        images: Any = np.asarray(train_images)
+        labels: Any = np.asarray(train_labels, np.int32)
+    else:
+        run_chunk = make_chunk_runner(config, optimizer, n_train)
+        images = jnp.asarray(train_images)
+        labels = jnp.asarray(train_labels, jnp.int32)
 
     history: list[EpochResult] = []
     step = int(state.step)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
+
+# The tests compile many tiny programs, one per drawn shape; at these sizes
+# XLA's LLVM optimisation costs more time than it saves.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+).strip()
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -258,3 +258,17 @@ def test_errors_are_one_line(tmp_path):
         load(str(path))
 
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("word", ["True", "false"])
+def test_a_column_of_true_or_false_is_not_read_as_ones_and_zeros(tmp_path, word):
+    # Found by fuzzing: pandas parses a column of True/False as booleans,
+    # which used to load as labels 1 and 0.
+    images, _ = digits(2)
+    lines = [f"{word}," + row for row in kaggle_rows(images, None)]
+    path = write_csv_lines(tmp_path / "bools.csv", [HEADER, *lines])
+
+    with pytest.raises(
+        MnistJaxError, match=rf"column 'label' is '{word.title()}', not an integer"
+    ):
+        load(str(path))

@@ -11,11 +11,20 @@ from mnist_jax.commands.augment_flags import add_augment_args
 from mnist_jax.commands.augment_flags import (
     config_from_args as augment_config_from_args,
 )
-from mnist_jax.run import DataSpec, read_run_config, train_run
+from mnist_jax.commands.scale_flags import (
+    add_scale_args,
+    join_processes,
+    members_from_args,
+)
+from mnist_jax.errors import MnistJaxError
+from mnist_jax.run import DataSpec, RunResult, read_run_config, train_run
 from mnist_jax.schedules import SCHEDULES
-from mnist_jax.train import EpochResult, TrainConfig
+from mnist_jax.signals import stop_requested
+from mnist_jax.train import EpochResult, TrainConfig, steps_per_epoch
 
 DEFAULTS = TrainConfig()
+# The shell's status for a run stopped by Ctrl-C (128 + SIGINT), for SIGTERM too.
+INTERRUPTED = 130
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +58,9 @@ def register(subparsers) -> None:
         "train",
         help="train the MLP",
         description="Train the MLP with Adam and write config, metrics and a "
-        "checkpoint to --out.",
+        "checkpoint to --out. Ctrl-C or SIGTERM lets the current chunk of steps "
+        "finish (see --chunk-steps), writes a checkpoint, says where, and exits "
+        "with status 130; --resume then continues exactly where it stopped.",
     )
     add_data_args(p)
     p.add_argument(
@@ -139,7 +150,21 @@ def register(subparsers) -> None:
         "--overwrite", action="store_true", help="replace the run already in --out"
     )
     add_augment_args(p)
+    add_scale_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--plot",
+        action="store_true",
+        help="at the end, write curves, predictions, misclassified and confusion "
+        "PNGs into --out (needs matplotlib)",
+    )
+    p.add_argument(
+        "--chunk-steps",
+        type=int,
+        default=DEFAULTS.chunk_steps,
+        help="steps per compiled chunk; progress, Ctrl-C and divergence checks "
+        "act between chunks (%(default)s)",
+    )
     p.set_defaults(func=run)
 
 
@@ -158,6 +183,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         keep_prob=args.keep_prob,
         seed=args.seed,
         augment=None if augment is None else dataclasses.asdict(augment),
+        chunk_steps=args.chunk_steps,
     )
 
 
@@ -173,7 +199,18 @@ def format_epoch(result: EpochResult, epochs: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    join_processes(args)  # before anything else uses JAX
+    if args.plot:
+        _check_can_plot(args.out)
     config = config_from_args(args)
+    members = members_from_args(args, config.lr)
+    if members is not None:
+        from mnist_jax.commands.train_many import run_many
+
+        return run_many(args, config, members)
+    from mnist_jax.parallel import is_primary
+
+    primary = is_primary()  # in a multi-process run only process 0 prints
     data = DataSpec(args.data, args.dev_size, args.eval_data, args.cache_dir)
     if args.resume and args.out is not None:
         saved, _ = read_run_config(args.out)
@@ -185,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_progress(done: int, total: int) -> None:
         nonlocal bar
-        if args.no_progress:
+        if args.no_progress or not primary:
             return
         if bar is None:
             bar = tqdm(
@@ -198,24 +235,67 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
             bar = None
-        print(format_epoch(result, total_epochs[0]), flush=True)
+        if primary:
+            print(format_epoch(result, total_epochs[0]), flush=True)
 
-    result = train_run(
-        config,
-        None if args.resume else data,
-        out_dir=args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        epochs=args.epochs if args.resume else None,
-        on_progress=on_progress,
-        on_epoch=on_epoch,
-    )
+    with stop_requested() as stop:
+        result = train_run(
+            config,
+            None if args.resume else data,
+            out_dir=args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            epochs=args.epochs if args.resume else None,
+            on_progress=on_progress,
+            on_epoch=on_epoch,
+            should_stop=stop,
+        )
     if bar is not None:
         bar.close()
+    if result.interrupted:
+        if primary:
+            print(_interrupted_message(result, stop.name or "a stop"), file=sys.stderr)
+        return INTERRUPTED
+    if not primary:
+        return 0
     if result.history:
         last = result.history[-1]
         name = result.splits.eval_name if result.splits else "eval"
         print(f"final {name} accuracy {last.eval_accuracy:.4f}")
     if result.checkpoint is not None:
         print(f"checkpoint written to {result.checkpoint}")
+    if args.plot and result.out_dir is not None:
+        from mnist_jax.plots import plot_run
+
+        params = result.state.params
+        paths = plot_run(result.out_dir, params=params, splits=result.splits)
+        print(f"plots written to {result.out_dir}: {', '.join(p.name for p in paths)}")
     return 0
+
+
+def _check_can_plot(out: str | None) -> None:
+    """Fails before training, not after it, when --plot could not work."""
+    from mnist_jax.plots import require_matplotlib
+
+    if out is None:
+        raise MnistJaxError("--plot writes into the run folder; give --out too")
+    require_matplotlib()
+
+
+def _interrupted_message(result: RunResult, signal_name: str) -> str:
+    """Returns what an interrupted run tells the user: where it stopped and saved."""
+    step = int(result.state.step)
+    total = result.config.epochs
+    if result.splits is not None:
+        per_epoch = steps_per_epoch(len(result.splits.train), result.config.batch_size)
+        total *= per_epoch
+        where = f"in epoch {step // per_epoch + 1} at step {step} of {total}"
+    else:
+        where = f"at step {step}"
+    stopped = f"mnist-jax train: {signal_name} stopped the run {where}"
+    if result.checkpoint is None:
+        return f"{stopped}; nothing was saved (no --out)"
+    return (
+        f"{stopped}; checkpoint written to {result.checkpoint}; continue with "
+        f"mnist-jax train --out {result.out_dir} --resume"
+    )
