@@ -92,8 +92,12 @@ def measure(
         states = ensemble.init_many(config, n_train, members)
         orders = ensemble.many_orders(states.key, 0, n_train, batch_size)
         lrs = jnp.full((k,), config.lr, jnp.float32)
+
+        def run_many(s, lrs=lrs, orders=orders):
+            return many(s, lrs, images, labels, orders)
+
         out[f"many_{k}"] = _median_seconds(
-            lambda s, lrs=lrs, orders=orders: many(s, lrs, images, labels, orders),
+            run_many,
             states,
             chunks,
             repeats,
