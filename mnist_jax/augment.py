@@ -88,10 +88,14 @@ def check_config(config: AugmentConfig) -> None:
     if len(config.elastic) != 2:
         raise MnistJaxError(f"--elastic needs ALPHA SIGMA, got {config.elastic}")
     alpha, sigma = config.elastic
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise MnistJaxError(f"--elastic needs ALPHA >= 0, got ALPHA={alpha}")
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise MnistJaxError(f"--elastic needs SIGMA > 0 pixels, got SIGMA={sigma}")
+    # Past these bounds the field is either all smoothing (a 28-pixel image)
+    # or throws every pixel off the image; the caps also bound memory.
+    if not (math.isfinite(alpha) and 0 <= alpha <= 1000):
+        raise MnistJaxError(f"--elastic needs ALPHA in 0..1000, got ALPHA={alpha}")
+    if not (math.isfinite(sigma) and 0 < sigma <= 100):
+        raise MnistJaxError(
+            f"--elastic needs SIGMA in (0, 100] pixels, got SIGMA={sigma}"
+        )
 
 
 class AugmentParams(NamedTuple):

@@ -14,6 +14,7 @@ import http.client
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -91,7 +92,17 @@ def mirrors(name: str) -> tuple[str, ...]:
     """
     override = os.environ.get(MIRROR_ENV)
     if override:
-        return (override.replace("{name}", name),)
+        url = override.replace("{name}", name)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https", "file"):
+            raise MnistJaxError(
+                f"${MIRROR_ENV} is {override!r}, not an http(s) or file URL; "
+                "fix or unset it"
+            )
+        return (url,)
     return MIRRORS[name]
 
 

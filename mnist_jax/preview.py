@@ -59,6 +59,8 @@ def preview_grid(
             'the preview needs matplotlib: pip install "mnist-jax[plot]"'
         ) from err
     path = Path(path)
+    if path.is_dir():
+        raise MnistJaxError(f"cannot write {path}: it is a folder; name a .png file")
     if not path.parent.is_dir():
         raise MnistJaxError(f"cannot write {path}: folder {path.parent} does not exist")
 

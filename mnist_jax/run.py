@@ -102,9 +102,11 @@ def read_run_config(out_dir: str | os.PathLike) -> tuple[TrainConfig, DataSpec]:
 
 
 def _prepare_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    has_run = (out_dir / CONFIG_FILE).exists() or (
-        out_dir / checkpoint.FILENAME
-    ).exists()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MnistJaxError(f"--out {out_dir} is a file; name a folder for the run")
+    # A folder with config.json but no checkpoint never finished an epoch
+    # (a crash or a bad flag): nothing is lost by training into it again.
+    has_run = (out_dir / checkpoint.FILENAME).exists()
     if has_run and not (resume or overwrite):
         raise MnistJaxError(
             f"{out_dir} already holds a run; pass --resume to continue it or "
@@ -144,7 +146,7 @@ def train_run(
     state = None
     if resume:
         if folder is None:
-            raise MnistJaxError("--resume needs the run folder to continue")
+            raise MnistJaxError("--resume needs --out, the run folder to continue")
         config, data = read_run_config(folder)
     data = (data or DataSpec()).absolute()
     if epochs is not None:
@@ -218,4 +220,14 @@ def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
         lines = path.read_text().splitlines()
     except FileNotFoundError:
         raise MnistJaxError(f"{path}: missing; is {out_dir} a run folder?") from None
-    return [json.loads(line) for line in lines if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            raise MnistJaxError(
+                f"{path}: line {number} is not JSON; remove it or train again"
+            ) from None
+    return rows

@@ -111,7 +111,24 @@ class TrainConfig:
                 len(self.sizes) >= 2 and min(self.sizes) >= 1,
                 f"layer sizes must be two or more positive numbers, got {self.sizes}",
             ),
-            (self.chunk_steps >= 1, "chunk steps must be 1 or more"),
+            (1 <= self.chunk_steps <= 100_000, "chunk steps must be in 1..100000"),
+            (
+                0 <= self.seed < 2**32,
+                f"seed must be in 0..{2**32 - 1}, got {self.seed}",
+            ),
+            (
+                self.decay_steps < 2**31,
+                f"decay steps must be below 2**31, got {self.decay_steps}",
+            ),
+            (math.isfinite(self.lr), f"learning rate must be finite, got {self.lr}"),
+            (
+                math.isfinite(self.decay_rate),
+                f"decay rate must be finite, got {self.decay_rate}",
+            ),
+            (
+                self.batch_size < 2**31,
+                f"batch size must be below 2**31, got {self.batch_size}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -391,11 +408,20 @@ def fit(
     data_parallel: split every batch over all devices (``mnist_jax.parallel``);
     None turns it on when JAX sees more than one device.
     """
-    model.check_labels(train_labels, config.sizes[-1], "training labels")
-    model.check_labels(eval_labels, config.sizes[-1], "evaluation labels")
+    classes = f"training labels (the last of --sizes gives {config.sizes[-1]} classes)"
+    model.check_labels(train_labels, config.sizes[-1], classes)
+    model.check_labels(
+        eval_labels, config.sizes[-1], classes.replace("training", "evaluation")
+    )
     n_train = int(np.shape(train_labels)[0])
     if n_train == 0:
         raise MnistJaxError("the training set is empty")
+    n_pixels = int(np.prod(np.shape(train_images)[1:]))
+    if n_pixels != config.sizes[0]:
+        raise MnistJaxError(
+            f"the first layer size {config.sizes[0]} does not match the "
+            f"{n_pixels} pixels of an image; start --sizes with {n_pixels}"
+        )
 
     optimizer = make_optimizer(config, n_train)
     state = init_state(config, n_train) if state is None else state

@@ -139,5 +139,5 @@ def test_plot_without_a_run_folder_is_refused_before_training(csv, capsys):
 def test_resume_needs_a_run_folder(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "--resume"]) == 2
     assert "config.json: missing; is" in capsys.readouterr().err
-    with pytest.raises(MnistJaxError, match="--resume needs the run folder"):
+    with pytest.raises(MnistJaxError, match="--resume needs --out, the run folder"):
         train_run(TrainConfig(), resume=True)

@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     if config is None:
         raise MnistJaxError("augment-preview shows augmentation; drop --no-augment")
     for flag, value in (("--count", args.count), ("--draws", args.draws)):
-        if value < 1:
-            raise MnistJaxError(f"{flag} must be at least 1, got {value}")
+        if not 1 <= value <= 100:
+            raise MnistJaxError(f"{flag} must be in 1..100, got {value}")
+    if not args.out.lower().endswith(".png"):
+        raise MnistJaxError(f"--out {args.out} must name a .png file")
 
     data = importlib.import_module("mnist_jax.data")  # loaded only when used
     dataset = data.load_eval(args.data, require_labels=False)

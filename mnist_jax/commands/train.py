@@ -144,7 +144,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out with its saved settings",
+        help="continue the run in --out with its saved data and settings; "
+        "other training flags are ignored, --epochs may extend the run",
     )
     p.add_argument(
         "--overwrite", action="store_true", help="replace the run already in --out"
@@ -200,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     join_processes(args)  # before anything else uses JAX
+    if args.out is not None and not args.out.strip():
+        raise MnistJaxError("--out is empty; name a folder for the run")
     if args.plot:
         _check_can_plot(args.out)
     config = config_from_args(args)
