@@ -10,21 +10,9 @@ import argparse
 
 import jax
 
+from mnist_jax.commands import layer_sizes
 from mnist_jax.gradcheck import TOLERANCES, format_report, run_gradcheck
 from mnist_jax.model import DEFAULT_SIZES, INITS
-
-
-def layer_sizes(text: str) -> tuple[int, ...]:
-    """Returns ``(784, 100, 10)`` for ``"784,100,10"``."""
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        sizes = ()
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected two or more positive sizes such as 784,100,10, got {text!r}"
-        )
-    return sizes
 
 
 def register(subparsers) -> None:

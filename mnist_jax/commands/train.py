@@ -7,6 +7,7 @@ import dataclasses
 import sys
 
 from mnist_jax import model
+from mnist_jax.commands import layer_sizes
 from mnist_jax.commands.augment_flags import add_augment_args
 from mnist_jax.commands.augment_flags import (
     config_from_args as augment_config_from_args,
@@ -41,16 +42,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         help="where 'mnist' and 'fashion-mnist' are cached "
         "(default: $MNIST_JAX_CACHE or the user cache folder)",
     )
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(n) for n in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of whole numbers"
-        ) from None
-    return sizes
 
 
 def register(subparsers) -> None:
@@ -120,7 +111,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--sizes",
-        type=_sizes,
+        type=layer_sizes,
         default=DEFAULTS.sizes,
         help="layer sizes, input to output (784,100,50,20,10)",
     )
