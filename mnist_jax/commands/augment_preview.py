@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--count", args.count), ("--draws", args.draws)):
         if not 1 <= value <= 100:
             raise MnistJaxError(f"{flag} must be in 1..100, got {value}")
-    if not args.out.lower().endswith(".png"):
+    if not str(args.out).lower().endswith(".png"):
         raise MnistJaxError(f"--out {args.out} must name a .png file")
 
     data = importlib.import_module("mnist_jax.data")  # loaded only when used
