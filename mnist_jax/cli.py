@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(
             f"{name}: error: unexpected {type(err).__name__}: {err} "
-            "(run with --verbose for the traceback)",
+            "(run mnist-jax --verbose ... for the traceback)",
             file=sys.stderr,
         )
         return 1

@@ -173,5 +173,5 @@ def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
     assert status == 1
     assert out.err.strip() == (
         "mnist-jax train: error: unexpected RuntimeError: something nobody "
-        "planned for (run with --verbose for the traceback)"
+        "planned for (run mnist-jax --verbose ... for the traceback)"
     )
