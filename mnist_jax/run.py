@@ -163,12 +163,14 @@ def train_run(
 
     per_epoch = steps_per_epoch(n_train, config.batch_size)
     saved_at = None if state is None else _position(int(state.step), per_epoch)
+    saved_step = None if state is None else int(state.step)
 
     def after_epoch(result: EpochResult, epoch_state: TrainState) -> None:
-        nonlocal saved_at
+        nonlocal saved_at, saved_step
         if writer is not None:
             checkpoint.save(writer, epoch_state, config)
             saved_at = _position(result.step, per_epoch)
+            saved_step = result.step
             with open(writer / METRICS_FILE, "a") as f:
                 f.write(json.dumps(result.to_dict()) + "\n")
         if on_epoch is not None:
@@ -192,7 +194,11 @@ def train_run(
     interrupted = int(state.step) < config.epochs * per_epoch
     saved = None
     if writer is not None:
-        saved = checkpoint.save(writer, state, config)
+        # The last epoch's checkpoint already holds this state unless the run
+        # stopped mid-epoch or ran no epoch at all.
+        if saved_step != int(state.step):
+            checkpoint.save(writer, state, config)
+        saved = checkpoint.checkpoint_path(writer)
     return RunResult(state, config, history, folder, saved, interrupted, splits)
 
 

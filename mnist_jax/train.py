@@ -375,9 +375,15 @@ def accuracy(params: model.Params, images, labels, batch_size: int = 1000) -> fl
     return float(np.mean(predict(params, images, batch_size) == labels))
 
 
+@jax.jit
+def _all_finite(params: model.Params, stats: Array) -> Array:
+    leaves = jax.tree_util.tree_leaves(params) + [stats]
+    return jnp.stack([jnp.isfinite(leaf).all() for leaf in leaves]).all()
+
+
 def _finite(state: TrainState) -> bool:
-    leaves = jax.tree_util.tree_leaves(state.params) + [state.stats]
-    return bool(all(jnp.isfinite(leaf).all() for leaf in leaves))
+    """Says whether every parameter and the running loss are finite (one sync)."""
+    return bool(_all_finite(state.params, state.stats))
 
 
 ProgressFn = Callable[[int, int], None]
