@@ -476,3 +476,10 @@ class Record:
         out = dataclasses.asdict(self)
         out.update(out.pop("extra"))
         return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Record:
+        """Returns the record ``to_dict`` gave ``values``; other keys are extra."""
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+        extra = {k: v for k, v in values.items() if k not in names}
+        return cls(**{k: values[k] for k in names}, extra=extra)

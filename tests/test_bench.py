@@ -1,6 +1,7 @@
 """The benchmark: its machinery runs and reports; no figure is asserted."""
 
 import importlib
+import importlib.util
 import json
 
 import jax
@@ -133,3 +134,29 @@ def test_bench_command_outside_a_checkout_is_one_line_error(tmp_path, capsys):
 
     assert main(["bench", "--torch-threads", "0", "--no-torch"]) == 2
     assert "--torch-threads must be 1 or more" in capsys.readouterr().err
+
+
+def test_a_record_survives_the_trip_through_a_dict():
+    record = bench.Record(
+        "torch", "train", 128, True, "examples/s", 3.0, 2.0, 4.0, 5, {"threads": 2}
+    )
+
+    assert bench.Record.from_dict(record.to_dict()) == record
+
+
+@pytest.mark.slow
+def test_the_pytorch_peer_runs_in_a_child_process_or_is_skipped_with_a_reason():
+    plan = suite.PLANS["tiny"]
+    images, labels = suite.synthetic_digits(plan.n_train)
+    current = suite.Run(plan)
+
+    version = suite._torch_in_child(current, images, labels, 1)
+
+    if importlib.util.find_spec("torch") is None:
+        assert version is None and current.records == []
+        assert "PyTorch is not installed" in current.skipped[0]["why"]
+    else:
+        assert version and current.skipped == []
+        measures = {(r.system, r.measure) for r in current.records}
+        assert ("torch", "train") in measures and ("torch", "inference") in measures
+        assert current.memory["torch"]["peak_rss_bytes"] > 0
