@@ -187,3 +187,29 @@ def test_predict_counts_every_example_of_an_uneven_set():
 
     assert predictions.shape == (1234,)
     np.testing.assert_array_equal(predictions, direct)
+
+
+@pytest.mark.parametrize("augment", [None, dict(train.AUGMENT)])
+def test_a_chunk_runs_the_same_steps_as_the_step_function_one_by_one(augment):
+    # The chunk gathers its batches up front and scans over them; its steps
+    # must still be make_train_step's, key for key, in order.
+    images, labels = blobs(100)
+    config = TrainConfig(**{**SMALL, "chunk_steps": 8, "augment": augment})
+    optimizer = train.make_optimizer(config, 100)
+    start = train.init_state(config, 100)
+    order = train.epoch_order(start.key, 0, 100, config.batch_size)
+
+    runner = train.make_chunk_runner(config, optimizer, 100)
+    chunked = runner(start, jnp.asarray(images), jnp.asarray(labels), order)
+
+    step = jax.jit(train.make_train_step(config, optimizer))
+    state = train.init_state(config, 100)
+    idx = np.asarray(order).reshape(-1, config.batch_size)
+    for rows in idx:  # 4 steps: the chunk stops at the epoch's end
+        weights = (rows >= 0).astype(np.float32)
+        rows = np.maximum(rows, 0)
+        state = step(state, images[rows], labels[rows], weights)[0]
+
+    assert int(chunked.step) == int(state.step) == 4
+    chex.assert_trees_all_close(chunked.params, state.params, atol=1e-6)
+    chex.assert_trees_all_close(chunked.stats, state.stats, rtol=1e-6)
