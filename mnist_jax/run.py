@@ -114,7 +114,10 @@ def _prepare_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite and not resume:
-        for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME):
+        from mnist_jax.plots import FILES as FIGURES  # plots imports this module
+
+        # The old run's figures go too: a run without --plot leaves none.
+        for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME, *FIGURES):
             (out_dir / name).unlink(missing_ok=True)
 
 

@@ -134,30 +134,6 @@ def test_csv_written_from_idx_trains_exactly_like_the_idx_files(
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_existing_run_folder_is_refused_without_resume_or_overwrite(
-    digits_csv, tmp_path, capsys
-):
-    run = tmp_path / "run"
-    args = [
-        "train",
-        "--data",
-        str(digits_csv / "train.csv"),
-        "--dev-size",
-        "100",
-        "--out",
-        str(run),
-        *FAST[:2],
-        "--no-progress",
-        "--no-augment",
-    ]
-    assert main(args) == 0
-    capsys.readouterr()
-
-    assert main(args) == 2
-    assert "already holds a run; pass --resume" in capsys.readouterr().err
-    assert main([*args, "--overwrite"]) == 0
-
-
 def test_resume_extends_a_finished_run_with_its_saved_settings(
     digits_csv, tmp_path, capsys
 ):

@@ -52,6 +52,18 @@ def test_overwrite_starts_the_run_again(csv, tmp_path):
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.01
 
 
+def test_overwrite_removes_the_old_runs_figures(csv, tmp_path):
+    out = tmp_path / "run"
+    assert train(csv, out, "--epochs", "1") == 0
+    (out / "curves.png").write_bytes(b"an old run's figure")
+    (out / "notes.txt").write_text("the user's own file")
+
+    assert train(csv, out, "--epochs", "1", "--overwrite") == 0
+
+    assert not (out / "curves.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"
+
+
 def test_resume_with_more_epochs_matches_a_run_that_had_them_all(csv, tmp_path):
     assert train(csv, tmp_path / "whole", "--epochs", "2") == 0
     assert train(csv, tmp_path / "parts", "--epochs", "1") == 0
