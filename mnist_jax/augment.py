@@ -248,16 +248,6 @@ def augment_batch(key: Array, images: Array, config: AugmentConfig) -> Array:
     the result has the same shape and dtype. Example ``j`` uses
     ``jax.random.split(key, m)[j]``, so pass a fresh key every step.
     """
-    return augment_each(jax.random.split(key, images.shape[0]), images, config)
-
-
-def augment_each(keys: Array, images: Array, config: AugmentConfig) -> Array:
-    """Returns ``images`` with example ``j`` augmented by a draw from ``keys[j]``.
-
-    keys: ``(m,)``; images as for ``augment_batch``. Several models'
-    batches can go through one call this way (``ensemble.py``), as one
-    flat batch rather than a vmap of ``augment_batch``.
-    """
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise MnistJaxError(
             f"augmentation needs float images in [0, 1], got {images.dtype}; "
@@ -271,14 +261,11 @@ def augment_each(keys: Array, images: Array, config: AugmentConfig) -> Array:
         raise MnistJaxError(
             f"augmentation needs images (m, 784) or (m, h, w), got {images.shape}"
         )
-    if keys.shape != images.shape[:1]:
-        raise MnistJaxError(
-            f"augmentation needs one key per image: {keys.shape} keys for "
-            f"{images.shape[0]} images"
-        )
 
     def one(key: Array, image: Array) -> Array:
         return augment_image(image, sample_params(key, config, shape))
 
-    squares = images.reshape(images.shape[0], *shape)
-    return jax.vmap(one)(keys, squares).reshape(images.shape)
+    m = images.shape[0]
+    squares = images.reshape(m, *shape)
+    out = jax.vmap(one)(jax.random.split(key, m), squares)
+    return out.reshape(images.shape)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mnist_jax import augment, model
+from mnist_jax import model
 from mnist_jax.errors import MnistJaxError
 from mnist_jax.schedules import make_schedule
 from mnist_jax.train import (
@@ -39,10 +39,8 @@ from mnist_jax.train import (
     TrainConfig,
     TrainState,
     accuracy,
-    augment_config,
     epoch_order,
-    make_update,
-    step_keys,
+    make_train_step,
     steps_per_epoch,
 )
 
@@ -172,30 +170,13 @@ def make_many_runner(config: TrainConfig, n_train: int) -> ManyRunner:
     batch = config.batch_size
     unit = unit_schedule(config, n_train)
 
-    aug_config = augment_config(config)
+    def member_step(state: TrainState, lr, images, labels, weights) -> TrainState:
+        step = make_train_step(config, member_optimizer(config, unit, lr))
+        return step(state, images, labels, weights)[0]
 
-    def member_update(state: TrainState, lr, x, labels, weights) -> TrainState:
-        update = make_update(config, member_optimizer(config, unit, lr))
-        return update(state, x, labels, weights)[0]
-
-    updates = jax.vmap(
-        member_update, in_axes=(STATE_AXES, 0, 0, 0, 0), out_axes=STATE_AXES
+    all_steps = jax.vmap(
+        member_step, in_axes=(STATE_AXES, 0, 0, 0, 0), out_axes=STATE_AXES
     )
-
-    def all_steps(states: TrainState, lrs, images, labels, weights) -> TrainState:
-        """Steps every model; images ``(M, B, 784)`` uint8, one batch a model."""
-        dtype = states.params[0]["w"].dtype
-        x = model.to_inputs(images.reshape(-1, images.shape[-1]), dtype)
-        if aug_config is not None:
-            # The keys train.make_train_step would use, model by model; the
-            # M batches then go through the sampler as one batch of M * B.
-            # A vmap of augment_batch over the models took about 1.2 x the
-            # time of M separate runs' augmentation (see benchmarks/README.md).
-            aug_keys = jax.vmap(lambda key: step_keys(key, states.step)[1])(states.key)
-            keys = jax.vmap(lambda key: jax.random.split(key, batch))(aug_keys)
-            x = augment.augment_each(keys.reshape(-1), x, aug_config)
-        x = x.reshape(images.shape)
-        return updates(states, lrs, x, labels, weights)
 
     def body(states: TrainState, _, lrs, images, labels, orders, end):
         def run(s: TrainState) -> TrainState:

@@ -230,8 +230,7 @@ def current_lr(state: TrainState) -> float:
     return float(state.opt_state.hyperparams["learning_rate"])
 
 
-def augment_config(config: TrainConfig):
-    """Returns the run's ``augment.AugmentConfig``, or None without augmentation."""
+def _augmenter(config: TrainConfig) -> Callable[[Array, Array], Array] | None:
     if config.augment is None:
         return None
     from mnist_jax import augment
@@ -240,28 +239,19 @@ def augment_config(config: TrainConfig):
     values["zoom"] = tuple(values.get("zoom", augment.AugmentConfig.zoom))
     if values.get("elastic") is not None:
         values["elastic"] = tuple(values["elastic"])
-    return augment.AugmentConfig(**values)
+    aug_config = augment.AugmentConfig(**values)
+    return partial(augment.augment_batch, config=aug_config)
 
 
-def step_keys(key: Array, step: Array) -> tuple[Array, Array]:
-    """Returns the ``(dropout, augmentation)`` keys of training step ``step``.
-
-    Both come from ``fold_in(key, step)``: a step's randomness depends on the
-    run's key and the step's number only.
-    """
-    drop_key, aug_key = jax.random.split(jax.random.fold_in(key, step))
-    return drop_key, aug_key
-
-
-def make_update(
+def make_train_step(
     config: TrainConfig, optimizer: optax.GradientTransformation
 ) -> Callable[..., tuple[TrainState, Array, Array]]:
-    """Returns ``update(state, x, labels, weights) -> (state, loss, correct)``.
+    """Returns ``step(state, images, labels, weights) -> (state, loss, correct)``.
 
-    One step on model inputs ``x`` ``(B, 784)`` float in [0, 1], already
-    augmented; labels: ``(B,)`` int; weights: ``(B,)`` 0/1. Dropout uses
-    the step's dropout key.
+    images: ``(B, 784)`` uint8; labels: ``(B,)`` int; weights: ``(B,)`` 0/1.
+    The step's key is ``fold_in(state.key, state.step)``.
     """
+    augmenter = _augmenter(config)
 
     def loss_and_logits(params, x, labels, weights, key):
         logits = model.forward(params, x, key=key, keep_prob=config.keep_prob)
@@ -269,8 +259,13 @@ def make_update(
 
     grad_fn = jax.value_and_grad(loss_and_logits, has_aux=True)
 
-    def update(state: TrainState, x, labels, weights):
-        drop_key = step_keys(state.key, state.step)[0]
+    def step(state: TrainState, images, labels, weights):
+        key = jax.random.fold_in(state.key, state.step)
+        drop_key, aug_key = jax.random.split(key)
+        x = model.to_inputs(images, state.params[0]["w"].dtype)
+        if augmenter is not None:
+            x = augmenter(aug_key, x)
+
         (loss, logits), grads = grad_fn(state.params, x, labels, weights, drop_key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -280,29 +275,6 @@ def make_update(
         stats = state.stats + jnp.stack([loss * count, hits.sum(), count])
         new_state = TrainState(params, opt_state, state.step + 1, state.key, stats)
         return new_state, loss, hits.sum()
-
-    return update
-
-
-def make_train_step(
-    config: TrainConfig, optimizer: optax.GradientTransformation
-) -> Callable[..., tuple[TrainState, Array, Array]]:
-    """Returns ``step(state, images, labels, weights) -> (state, loss, correct)``.
-
-    images: ``(B, 784)`` uint8; labels: ``(B,)`` int; weights: ``(B,)`` 0/1.
-    The step's keys come from ``fold_in(state.key, state.step)``.
-    """
-    aug_config = augment_config(config)
-    update = make_update(config, optimizer)
-
-    def step(state: TrainState, images, labels, weights):
-        x = model.to_inputs(images, state.params[0]["w"].dtype)
-        if aug_config is not None:
-            from mnist_jax import augment
-
-            aug_key = step_keys(state.key, state.step)[1]
-            x = augment.augment_batch(aug_key, x, aug_config)
-        return update(state, x, labels, weights)
 
     return step
 

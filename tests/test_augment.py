@@ -20,7 +20,6 @@ from mnist_jax.augment import (
     AugmentConfig,
     AugmentParams,
     augment_batch,
-    augment_each,
     augment_image,
     identity_params,
     sample_params,
@@ -325,26 +324,6 @@ def test_impossible_flags_raise_one_line_errors_naming_the_flag(argv, flag):
 def test_batch_refuses_integer_images():
     with pytest.raises(MnistJaxError, match="float images"):
         augment_batch(jax.random.key(0), jnp.zeros((2, 784), jnp.uint8), NONE)
-
-
-def test_several_batches_through_one_call_equal_each_batch_on_its_own(digits):
-    # How ensemble.py augments M models' batches at once.
-    batches = jnp.stack([digits, digits[::-1]]).reshape(2, 4, 784)
-    keys = jax.random.split(jax.random.key(3), 2)
-    config = AugmentConfig()
-
-    flat = jax.vmap(lambda key: jax.random.split(key, 4))(keys).reshape(-1)
-    together = augment_each(flat, batches.reshape(8, 784), config).reshape(2, 4, 784)
-
-    for m in range(2):
-        alone = augment_batch(keys[m], batches[m], config)
-        np.testing.assert_allclose(together[m], alone, atol=1e-6)
-    assert not np.allclose(together[0], together[1])
-
-
-def test_each_image_needs_its_own_key():
-    with pytest.raises(MnistJaxError, match="one key per image: \\(3,\\) keys for 2"):
-        augment_each(jax.random.split(jax.random.key(0), 3), jnp.zeros((2, 784)), NONE)
 
 
 # The preview.
