@@ -83,8 +83,10 @@ def dropout_masks(
     hidden = [layer["b"].shape[0] for layer in params[:-1]]
     threshold = jnp.uint32(min(round(keep_prob * 2.0**32), 2**32 - 1))
     keep = jax.random.bits(key, (batch, max(sum(hidden), 1)), jnp.uint32) < threshold
-    # Known limitation: XLA on the CPU fuses the bits into both the forward
-    # and the backward kernel of each layer, so they are drawn twice a step.
+    # On the CPU Threefry runs as a loop whose output stays in memory, so the
+    # bits are drawn once a step and only the comparison is repeated in the
+    # backward kernels. Where the generator is unrolled (accelerators) XLA
+    # may fuse it into both kernels and draw the bits twice.
     bounds = np.cumsum([0, *hidden])
     return [keep[:, a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
