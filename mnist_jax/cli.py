@@ -9,8 +9,10 @@ line and exit with status 2, without a traceback; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 
 from mnist_jax.errors import MnistJaxError
@@ -45,12 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
+    from mnist_jax.signals import interrupts_noted
+
+    with interrupts_noted() as noted:
+        status = _run(argv, noted)
+    if noted() and status == 0:
+        # The signal was raised where Python drops exceptions (see signals.py).
+        print("mnist-jax: interrupted", file=sys.stderr)
+        return 130
+    return status
+
+
+def _run(argv: list[str] | None, noted) -> int:
     try:
-        parser = build_parser()
+        parser = build_parser()  # imports JAX, NumPy and pandas
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("mnist-jax: interrupted", file=sys.stderr)
         return 130
+    args.interrupted = noted
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -61,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except MnistJaxError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, as cat does, with
+        # stdout pointed at /dev/null so that the exit's flush cannot fail.
+        with contextlib.suppress(OSError, ValueError):  # stdout without a file
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:
         where = f"{err.filename}: " if err.filename else ""
         print(f"{name}: error: {where}{err.strerror or err}", file=sys.stderr)
@@ -71,12 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.verbose:
             raise
-        print(
-            f"{name}: error: unexpected {type(err).__name__}: {err} "
-            "(run mnist-jax --verbose ... for the traceback)",
-            file=sys.stderr,
-        )
+        print(f"{name}: error: {_describe(err)}", file=sys.stderr)
         return 1
+
+
+def _describe(err: Exception) -> str:
+    """Returns one line for an error no check foresaw."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if "RESOURCE_EXHAUSTED" in str(err) or "Out of memory" in str(err):
+        return f"out of memory ({text}); try a smaller --batch-size or --sizes"
+    return (
+        f"unexpected {type(err).__name__}: {text} "
+        "(run mnist-jax --verbose ... for the traceback)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -50,21 +52,63 @@ class StopFlag:
 
 @contextlib.contextmanager
 def stop_requested(
+    signums: tuple[int, ...] = STOP_SIGNALS, flag: StopFlag | None = None
+) -> Iterator[StopFlag]:
+    """Yields a ``StopFlag`` that SIGINT or SIGTERM sets inside the block.
+
+    flag: one to carry on (``interrupts_noted``'s): if a signal came already,
+    the run stops after its first chunk and another signal interrupts.
+    """
+    flag = StopFlag() if flag is None else flag
+    with _handlers(signums, flag.handle):
+        yield flag
+
+
+@contextlib.contextmanager
+def interrupts_noted(
     signums: tuple[int, ...] = STOP_SIGNALS,
 ) -> Iterator[StopFlag]:
-    """Yields a ``StopFlag`` that SIGINT or SIGTERM sets inside the block."""
+    """Yields a ``StopFlag`` noting SIGINT or SIGTERM, which still interrupt.
+
+    Inside the block either signal raises ``KeyboardInterrupt`` as Ctrl-C
+    does, and also sets the flag. Python drops an exception raised inside a
+    garbage-collection callback (JAX runs one), so a signal that lands there
+    is lost but for the flag, which the command line reads afterwards.
+    """
     flag = StopFlag()
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        flag.signum = signum
+        raise KeyboardInterrupt
+
+    def quiet(unraisable: Any) -> None:
+        # Python would print the dropped KeyboardInterrupt with a traceback.
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            previous_hook(unraisable)
+
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = quiet
+    try:
+        with _handlers(signums, note):
+            yield flag
+    finally:
+        sys.unraisablehook = previous_hook
+
+
+@contextlib.contextmanager
+def _handlers(signums: tuple[int, ...], handler) -> Iterator[None]:
+    """Installs ``handler`` for ``signums`` inside the block, then restores."""
     if threading.current_thread() is not threading.main_thread():
         log.debug("not the main thread: signals keep their handlers")
-        yield flag
+        yield
         return
 
     previous = {signum: signal.getsignal(signum) for signum in signums}
     for signum in signums:
-        signal.signal(signum, flag.handle)
+        signal.signal(signum, handler)
     try:
-        yield flag
+        yield
     finally:
-        for signum, handler in previous.items():
+        for signum, old in previous.items():
             # None: a handler set outside Python, which cannot be put back.
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            signal.signal(signum, signal.SIG_DFL if old is None else old)

@@ -175,3 +175,32 @@ def test_an_unexpected_error_is_one_line_with_a_hint(monkeypatch, capsys):
         "mnist-jax train: error: unexpected RuntimeError: something nobody "
         "planned for (run mnist-jax --verbose ... for the traceback)"
     )
+
+
+def test_out_of_memory_is_one_line_naming_the_flags_to_shrink(monkeypatch, capsys):
+    from mnist_jax.commands import gradcheck
+
+    def exhausted(args):
+        raise RuntimeError(
+            "RESOURCE_EXHAUSTED: Out of memory allocating 313600000000 bytes.\n"
+            "more detail on a second line"
+        )
+
+    monkeypatch.setattr(gradcheck, "run", exhausted)
+
+    assert main(["gradcheck"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "out of memory (RESOURCE_EXHAUSTED" in err and "--batch-size" in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    from mnist_jax.commands import gradcheck
+
+    def reader_gone(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(gradcheck, "run", reader_gone)
+
+    assert main(["gradcheck"]) == 141
+    assert capsys.readouterr().err == ""

@@ -118,3 +118,26 @@ def test_sigterm_stops_the_same_way(data):
     step = interrupt(data, out, signal.SIGTERM)
 
     assert len(metrics(out)) == step // STEPS_PER_EPOCH
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.2])
+def test_ctrl_c_while_starting_up_exits_130_without_a_traceback(tmp_path, delay):
+    # Before training the signal can land in an import or in a JAX garbage-
+    # collection callback, where Python drops the KeyboardInterrupt.
+    proc = child(
+        command(blobs_csv(tmp_path / "blobs.csv"), tmp_path / "run"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    # Either the start-up stops at once, or training stops after its first
+    # chunk and says where it saved.
+    assert "mnist-jax: interrupted" in err or "SIGINT stopped the run" in err, err

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         if primary:
             print(format_epoch(result, total_epochs[0]), flush=True)
 
-    with stop_requested() as stop:
+    with stop_requested(flag=getattr(args, "interrupted", None)) as stop:
         result = train_run(
             config,
             None if args.resume else data,
