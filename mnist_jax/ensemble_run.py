@@ -37,11 +37,15 @@ from mnist_jax.ensemble import (
     member_state,
 )
 from mnist_jax.errors import MnistJaxError
-from mnist_jax.run import METRICS_FILE, DataSpec
+from mnist_jax.run import (
+    ENSEMBLE_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    DataSpec,
+    clear_run,
+    holds_run,
+)
 from mnist_jax.train import EpochResult, TrainConfig, TrainState
-
-ENSEMBLE_FILE = "ensemble.json"
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -65,16 +69,14 @@ def model_dir(out_dir: str | os.PathLike, m: int) -> Path:
 
 
 def _prepare(folder: Path, overwrite: bool) -> None:
-    taken = [n for n in (ENSEMBLE_FILE, "config.json") if (folder / n).exists()]
-    if taken and not overwrite:
+    if folder.exists() and not folder.is_dir():
+        raise MnistJaxError(f"--out {folder} is a file; name a folder for the run")
+    if holds_run(folder) and not overwrite:
         raise MnistJaxError(
             f"{folder} already holds a run; pass --overwrite to replace it"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    for name in (ENSEMBLE_FILE, METRICS_FILE, SUMMARY_FILE):
-        (folder / name).unlink(missing_ok=True)
-    for old in folder.glob(f"model-*/{checkpoint.FILENAME}"):
-        old.unlink()
+    clear_run(folder)  # also a crashed run's config.json, or a single run's files
 
 
 def summary(members: Sequence[Member], results: Sequence[EpochResult]) -> dict:

@@ -62,6 +62,7 @@ def evaluate(params: model.Params, images, labels, batch_size: int = 1000) -> Re
     Every example counts; labels must lie in 0..k-1.
     """
     num_classes = model.layer_sizes(params)[-1]
+    model.check_pairs(images, labels, "evaluate")
     model.check_labels(labels, num_classes, "evaluation labels")
     predictions = predict(params, images, batch_size)
     confusion = confusion_matrix(labels, predictions, num_classes)

@@ -152,6 +152,20 @@ loss = jax.jit(loss_fn, static_argnames=("keep_prob",))
 predict_logits = jax.jit(forward, static_argnames=("keep_prob",))
 
 
+def check_pairs(images, labels, source: str) -> None:
+    """Raises ``MnistJaxError`` unless there is one label per image.
+
+    images: ``(N, ...)``; labels: ``(N,)``. Checked on the host before any
+    array reaches JAX, which would broadcast or index past a mismatch.
+    """
+    n_images, n_labels = np.shape(images)[:1], np.shape(labels)
+    if len(n_labels) != 1 or n_images != n_labels:
+        raise MnistJaxError(
+            f"{source}: {n_images[0] if n_images else 0} images but labels of "
+            f"shape {n_labels}; give one label per image"
+        )
+
+
 def check_labels(labels, num_classes: int = 10, source: str = "labels") -> None:
     """Raises ``MnistJaxError`` unless every label is an integer in 0..k-1.
 

@@ -10,6 +10,7 @@ calls to get the same folder. The folder holds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+ENSEMBLE_FILE = "ensemble.json"  # a many-model run (ensemble_run.py)
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -101,24 +104,61 @@ def read_run_config(out_dir: str | os.PathLike) -> tuple[TrainConfig, DataSpec]:
         raise MnistJaxError(f"{path}: not a readable run config ({err})") from None
 
 
+def holds_run(folder: Path) -> bool:
+    """Says whether ``folder`` holds a finished epoch of a single or many-model run.
+
+    A folder with only ``config.json`` never finished an epoch (a crash or a
+    bad flag): nothing is lost by training into it again.
+    """
+    return (folder / checkpoint.FILENAME).exists() or (folder / ENSEMBLE_FILE).exists()
+
+
+def clear_run(folder: Path) -> None:
+    """Removes the files a single or many-model run writes, and nothing else."""
+    from mnist_jax.plots import FILES as FIGURES  # plots imports this module
+
+    names = (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME, ENSEMBLE_FILE)
+    for name in (*names, SUMMARY_FILE, *FIGURES):
+        (folder / name).unlink(missing_ok=True)
+    for model in folder.glob("model-*"):
+        if model.is_dir() and model.name[len("model-") :].isdigit():
+            (model / checkpoint.FILENAME).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the user's own files stay
+                model.rmdir()
+
+
+def _check_more_to_do(
+    folder: Path, step: int, config: TrainConfig, n_train: int
+) -> None:
+    """Raises unless a resumed run has steps left (before config.json changes)."""
+    per_epoch = steps_per_epoch(n_train, config.batch_size)
+    if step < config.epochs * per_epoch:
+        return
+    done = step / per_epoch
+    ran = f"{done:g}" if done == int(done) else f"{done:.2f}"
+    raise MnistJaxError(
+        f"{folder} has already trained {ran} epoch{'' if ran == '1' else 's'} "
+        f"(step {step}); "
+        f"pass --epochs with more than {ran} to extend it"
+    )
+
+
 def _prepare_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise MnistJaxError(f"--out {out_dir} is a file; name a folder for the run")
-    # A folder with config.json but no checkpoint never finished an epoch
-    # (a crash or a bad flag): nothing is lost by training into it again.
-    has_run = (out_dir / checkpoint.FILENAME).exists()
-    if has_run and not (resume or overwrite):
+    if resume and overwrite:
+        raise MnistJaxError(
+            "--resume continues the run in --out and --overwrite replaces it; "
+            "pass one of them"
+        )
+    if holds_run(out_dir) and not (resume or overwrite):
         raise MnistJaxError(
             f"{out_dir} already holds a run; pass --resume to continue it or "
             "--overwrite to replace it"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite and not resume:
-        from mnist_jax.plots import FILES as FIGURES  # plots imports this module
-
-        # The old run's figures go too: a run without --plot leaves none.
-        for name in (CONFIG_FILE, METRICS_FILE, checkpoint.FILENAME, *FIGURES):
-            (out_dir / name).unlink(missing_ok=True)
+    if overwrite:
+        clear_run(out_dir)
 
 
 def train_run(
@@ -160,6 +200,7 @@ def train_run(
     n_train = splits.train.images.shape[0]
     if resume and folder is not None:
         state, _ = checkpoint.load(folder, n_train, config)
+        _check_more_to_do(folder, int(state.step), config, n_train)
     if writer is not None:
         record = {"config": config.to_dict(), "data": data.__dict__}
         (writer / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")

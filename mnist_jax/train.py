@@ -414,6 +414,8 @@ def fit(
     data_parallel: split every batch over all devices (``mnist_jax.parallel``);
     None turns it on when JAX sees more than one device.
     """
+    model.check_pairs(train_images, train_labels, "the training set")
+    model.check_pairs(eval_images, eval_labels, "the evaluation set")
     classes = f"training labels (the last of --sizes gives {config.sizes[-1]} classes)"
     model.check_labels(train_labels, config.sizes[-1], classes)
     model.check_labels(

@@ -204,3 +204,21 @@ def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
 
     assert main(["gradcheck"]) == 141
     assert capsys.readouterr().err == ""
+
+
+def test_predict_will_not_write_over_its_own_input(tiny_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_csv), "--dev-size", "10", "--epochs",
+                 "1", "--sizes", "784,8,10", "--out", str(run), "--no-progress",
+                 "--no-augment"]) == 0  # fmt: skip
+    before = tiny_csv.read_bytes()
+    capsys.readouterr()
+
+    status = main(["predict", "--checkpoint", str(run), "--data", str(tiny_csv),
+                   "--out", str(tiny_csv)])  # fmt: skip
+
+    assert status == 2
+    assert "is the --data file; write the predictions elsewhere" in (
+        capsys.readouterr().err
+    )
+    assert tiny_csv.read_bytes() == before

@@ -69,7 +69,7 @@ def test_resume_with_more_epochs_matches_a_run_that_had_them_all(csv, tmp_path):
     assert train(csv, tmp_path / "parts", "--epochs", "1") == 0
 
     # A finished run resumed without --epochs has nothing left to do.
-    assert main(["train", "--out", str(tmp_path / "parts"), "--resume"]) == 0
+    assert main(["train", "--out", str(tmp_path / "parts"), "--resume"]) == 2
     assert train(csv, tmp_path / "parts", "--epochs", "2", "--resume") == 0
 
     whole, _ = checkpoint.load_params(tmp_path / "whole")
@@ -153,3 +153,43 @@ def test_resume_needs_a_run_folder(tmp_path, capsys):
     assert "config.json: missing; is" in capsys.readouterr().err
     with pytest.raises(MnistJaxError, match="--resume needs --out, the run folder"):
         train_run(TrainConfig(), resume=True)
+
+
+def test_resume_with_no_more_epochs_is_refused_and_leaves_the_run_as_it_was(
+    csv, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert train(csv, out, "--epochs", "2") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    for epochs in ("1", "2"):
+        assert train(csv, out, "--epochs", epochs, "--resume") == 2
+        err = capsys.readouterr().err
+        assert "has already trained 2 epochs (step 20); pass --epochs with more" in err
+
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_and_overwrite_together_are_refused(csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(csv, out, "--epochs", "1") == 0
+    capsys.readouterr()
+
+    assert train(csv, out, "--epochs", "2", "--resume", "--overwrite") == 2
+    assert "pass one of them" in capsys.readouterr().err
+
+
+def test_overwrite_swaps_a_single_run_and_a_many_model_run_cleanly(csv, tmp_path):
+    out = tmp_path / "run"
+    assert train(csv, out, "--epochs", "1") == 0
+
+    assert train(csv, out, "--epochs", "1", "--seeds", "2", "--overwrite") == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert "checkpoint.npz" not in names and "config.json" not in names
+    assert {"ensemble.json", "model-0", "model-1"} <= set(names)
+
+    assert train(csv, out, "--epochs", "1") == 2  # a many-model run is a run too
+    assert train(csv, out, "--epochs", "1", "--overwrite") == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["checkpoint.npz", "config.json", "metrics.jsonl"]

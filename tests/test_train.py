@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from mnist_jax import checkpoint, model, train
+from mnist_jax.errors import MnistJaxError
+from mnist_jax.evaluate import evaluate
 from mnist_jax.schedules import inverse_time_decay
 from mnist_jax.train import TrainConfig, fit
 
@@ -213,3 +215,16 @@ def test_a_chunk_runs_the_same_steps_as_the_step_function_one_by_one(augment):
     assert int(chunked.step) == int(state.step) == 4
     chex.assert_trees_all_close(chunked.params, state.params, atol=1e-6)
     chex.assert_trees_all_close(chunked.stats, state.stats, rtol=1e-6)
+
+
+def test_images_and_labels_of_different_lengths_are_refused_up_front():
+    images, labels = blobs(64)
+    config = TrainConfig(**SMALL, epochs=1)
+
+    with pytest.raises(MnistJaxError, match="the training set: 64 images but"):
+        fit(images, labels[:10], images, labels, config)
+    with pytest.raises(MnistJaxError, match="the evaluation set: 64 images but"):
+        fit(images, labels, images, labels[:3], config)
+    params = model.init_params(jax.random.key(0), SMALL["sizes"])
+    with pytest.raises(MnistJaxError, match="evaluate: 64 images but labels"):
+        evaluate(params, images, labels[:5])

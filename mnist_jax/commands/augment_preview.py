@@ -18,7 +18,10 @@ def register(subparsers) -> None:
         "column, then --draws random augmentations with the given flags.",
     )
     parser.add_argument(
-        "--data", required=True, help="images to show, e.g. an MNIST IDX images file"
+        "--data",
+        required=True,
+        help="images to show: a CSV file, a folder of MNIST IDX files, or a "
+        "named set (sample, mnist, fashion-mnist)",
     )
     parser.add_argument("--out", required=True, type=Path, help="PNG to write")
     parser.add_argument("--count", type=int, default=8, help="rows (default: 8)")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mnist_jax.checkpoint import load_params
 from mnist_jax.commands.train import add_data_args
 from mnist_jax.data import load_eval
+from mnist_jax.errors import MnistJaxError
 from mnist_jax.predict import write_submission
 from mnist_jax.train import predict
 
@@ -27,6 +29,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.data and Path(args.out).resolve() == Path(args.data).resolve():
+        raise MnistJaxError(
+            f"--out {args.out} is the --data file; write the predictions elsewhere"
+        )
     params, _ = load_params(args.checkpoint)
     dataset = load_eval(args.data, cache_dir=args.cache_dir, require_labels=False)
     labels = predict(params, dataset.images)
