@@ -72,6 +72,10 @@ SHA256 = {
     },
 }
 
+# The largest file of the sets is under 30 MB (Fashion-MNIST's training
+# images); a download past this is not one of them and is cut off.
+MAX_BYTES = 64 << 20
+
 # What a mirror that is down, absent or too slow raises.
 _NETWORK_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException)
 
@@ -154,8 +158,8 @@ def _download(name: str, file: str, folder: Path, files: list[str]) -> None:
             _fetch_checked(url, folder / file, SHA256[name][file])
             return
         except _ChecksumMismatch as err:
-            failures.append(err)
-            logger.warning("%s", err)
+            failures.append(err)  # said in the error, unless a later mirror works
+            logger.info("%s", err)
         except _NETWORK_ERRORS as err:
             failures.append(err)
             logger.info("could not download %s: %s", url, err)
@@ -164,8 +168,9 @@ def _download(name: str, file: str, folder: Path, files: list[str]) -> None:
     if mismatches:
         raise MnistJaxError(str(mismatches[0])) from mismatches[0]
     missing = [f for f in files if not (folder / f).exists()]
+    last = " ".join(str(failures[-1]).split())  # some errors span lines
     raise MnistJaxError(
-        f"could not download {file} for {name} (last error: {failures[-1]}); "
+        f"could not download {file} for {name} (last error: {last}); "
         f"without a network, put {', '.join(missing)} in {folder}"
     ) from failures[-1]
 
@@ -177,8 +182,16 @@ class _ChecksumMismatch(Exception):
 def _fetch_checked(url: str, target: Path, expected: str) -> None:
     """Streams ``url`` to a temporary file beside ``target``, checks, renames."""
     digest = hashlib.sha256()
+    size = 0
     with atomic_write(target) as out, _open(url) as response:
         while chunk := response.read(1 << 20):
+            size += len(chunk)
+            if size > MAX_BYTES:
+                raise _ChecksumMismatch(
+                    f"{target.name} from {url} is over {MAX_BYTES >> 20} MiB, "
+                    "larger than any file of the data sets; the mirror served "
+                    "a different file"
+                )
             digest.update(chunk)
             out.write(chunk)
         if digest.hexdigest() != expected:

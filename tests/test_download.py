@@ -193,3 +193,54 @@ def test_cache_dir_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "mnist-jax"
+
+
+class EndlessHandler(QuietHandler):
+    """Sends zeros for as long as the client reads."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        block = bytes(1 << 20)
+        try:
+            while True:
+                self.wfile.write(block)
+        except OSError:
+            pass
+
+
+class LoopingHandler(QuietHandler):
+    """Redirects every request to itself."""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.path)
+        self.end_headers()
+
+
+def test_an_endless_download_is_cut_off_and_leaves_nothing(monkeypatch, tmp_path):
+    server = serve(EndlessHandler, tmp_path)
+    monkeypatch.setenv("MNIST_JAX_MIRROR", server.url)
+    monkeypatch.setattr(download, "MAX_BYTES", 4 << 20)  # the check, not 64 MiB
+    try:
+        with pytest.raises(MnistJaxError, match="is over 4 MiB, larger than any"):
+            load_eval("mnist", cache_dir=str(tmp_path / "cache"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert list((tmp_path / "cache" / "mnist").iterdir()) == []
+
+
+def test_a_redirect_loop_is_one_line(monkeypatch, tmp_path, capsys):
+    server = serve(LoopingHandler, tmp_path)
+    monkeypatch.setenv("MNIST_JAX_MIRROR", server.url)
+    try:
+        with pytest.raises(MnistJaxError) as err:
+            load_eval("mnist", cache_dir=str(tmp_path / "cache"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert "\n" not in str(err.value) and "infinite loop" in str(err.value)
+    assert capsys.readouterr().err == ""  # said once, in the error
