@@ -46,7 +46,8 @@ def _header(report: dict[str, Any]) -> list[str]:
             for b, r in ceiling["same_shape_flops_per_s"].items()
         )
         lines.append(
-            f"- ceiling (best of repeats): float32 matmul {ceiling['matmul_n']}^2 "
+            "- ceiling (best of repeats, the better of the run's start and end): "
+            f"float32 matmul {ceiling['matmul_n']}^2 "
             f"{peak['max'] / 1e9:.1f} GFLOP/s (median {peak['median'] / 1e9:.1f}); "
             f"a training step's own matmuls alone (GFLOP/s): {same}; for "
             f"comparison NumPy's BLAS: {blas['max'] / 1e9:.1f} GFLOP/s"
