@@ -341,6 +341,12 @@ def test_train_seeds_and_lrs_writes_one_checkpoint_per_model(tmp_path, capsys):
     accuracies = [m["eval_accuracy"] for m in summary["models"]]
     assert summary["eval_accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
 
+    # A model folder is scored on the run's own split without --data.
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(out / "model-3"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["accuracy"] == pytest.approx(accuracies[3])
+
 
 def test_many_model_state_stacks_every_leaf_but_the_shared_step():
     config = TrainConfig(**SMALL)

@@ -11,7 +11,7 @@ from mnist_jax.commands.train import add_data_args
 from mnist_jax.data import Dataset, load_eval
 from mnist_jax.errors import MnistJaxError
 from mnist_jax.evaluate import evaluate
-from mnist_jax.run import CONFIG_FILE, read_run_config
+from mnist_jax.run import CONFIG_FILE, ENSEMBLE_FILE, DataSpec, read_run_config
 
 
 def register(subparsers) -> None:
@@ -34,15 +34,31 @@ def register(subparsers) -> None:
 
 
 def run_eval_split(checkpoint: str, seed: int) -> Dataset:
-    """Returns the evaluation split that the run in ``checkpoint`` used."""
+    """Returns the evaluation split that the run in ``checkpoint`` used.
+
+    A model folder of a many-model run (``model-<m>``) has no config of its
+    own; its parent's ``ensemble.json`` names the data, and every model was
+    evaluated on the split held out with the first model's seed.
+    """
     folder = Path(checkpoint)
     folder = folder if folder.is_dir() else folder.parent
-    if not (folder / CONFIG_FILE).exists():
-        raise MnistJaxError(
-            f"{folder} holds no {CONFIG_FILE} to find the run's data; pass --data"
-        )
-    _, spec = read_run_config(folder)
-    return spec.load(seed).eval
+    if (folder / CONFIG_FILE).exists():
+        _, spec = read_run_config(folder)
+        return spec.load(seed).eval
+    ensemble = folder.parent / ENSEMBLE_FILE
+    if ensemble.exists():
+        try:
+            saved = json.loads(ensemble.read_text())
+            spec = DataSpec(**saved["data"])
+            first_seed = int(saved["members"][0]["seed"])
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise MnistJaxError(
+                f"{ensemble}: not a readable many-model record ({err}); pass --data"
+            ) from None
+        return spec.load(first_seed).eval
+    raise MnistJaxError(
+        f"{folder} holds no {CONFIG_FILE} to find the run's data; pass --data"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
