@@ -48,8 +48,8 @@ def read_label_last(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     count = len(_first_line(data, path).split(","))
     if count != len(LABEL_LAST):
         raise MnistJaxError(
-            f"{path} has {count} columns on line 1; expected 785 "
-            "(784 pixels, then the label)"
+            f"{path} has {count} column{'' if count == 1 else 's'} on line 1; "
+            "expected 785 (784 pixels, then the label)"
         )
     frame = _parse(data, path, LABEL_LAST, header=False)
     images, labels = _to_arrays(frame, path, header=False)
@@ -120,7 +120,8 @@ def _check_header(line: str, path: Path, require_labels: bool) -> tuple[str, ...
         )
     if len(names) not in (len(KAGGLE), len(PIXELS)):
         raise MnistJaxError(
-            f"{path} has {len(names)} columns in its header; expected 785 "
+            f"{path} has {len(names)} column{'' if len(names) == 1 else 's'} in its "
+            "header; expected 785 "
             f"({HEADER_TEXT}), or 784 without the label"
         )
     expected = KAGGLE if len(names) == len(KAGGLE) else PIXELS

@@ -20,7 +20,7 @@ def format_many_epoch(results: list[EpochResult], epochs: int) -> str:
     loss = Spread.of([r.train_loss for r in results])
     first = results[0]
     return (
-        f"epoch {first.epoch:>3}/{epochs}  {len(results)} models  "
+        f"epoch {first.epoch:>3}/{epochs}  {_models(len(results))}  "
         f"loss {loss.mean:.4f} ± {loss.std:.4f}  "
         f"eval {Spread.of(eval_accuracies(results))}  {first.seconds:.1f}s"
     )
@@ -34,7 +34,7 @@ def format_models(members: list[Member], results: list[EpochResult]) -> str:
         for m, (member, result) in enumerate(zip(members, results, strict=True))
     ]
     accuracies = Spread.of(eval_accuracies(results))
-    lines.append(f"eval accuracy of {len(results)} models: {accuracies}")
+    lines.append(f"eval accuracy of {_models(len(results))}: {accuracies}")
     return "\n".join(lines)
 
 
@@ -80,3 +80,7 @@ def run_many(
     if result.out_dir is not None:
         print(f"checkpoints written to {result.out_dir}/model-*")
     return 0
+
+
+def _models(n: int) -> str:
+    return f"{n} model" if n == 1 else f"{n} models"
