@@ -79,6 +79,16 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ``MnistJaxError`` for a value no run could use."""
+        for name in ("epochs", "batch_size", "chunk_steps", "seed", "decay_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise MnistJaxError(f"{name} must be a whole number, got {value!r}")
+        for name in ("lr", "keep_prob", "decay_rate", "b1", "b2", "eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float, np.number)
+            ):
+                raise MnistJaxError(f"{name} must be a number, got {value!r}")
         checks = [
             (self.epochs >= 0, f"epochs must be 0 or more, got {self.epochs}"),
             (
@@ -111,7 +121,10 @@ class TrainConfig:
                 len(self.sizes) >= 2 and min(self.sizes) >= 1,
                 f"layer sizes must be two or more positive numbers, got {self.sizes}",
             ),
-            (1 <= self.chunk_steps <= 100_000, "chunk steps must be in 1..100000"),
+            (
+                1 <= self.chunk_steps <= 100_000,
+                f"chunk steps must be in 1..100000, got {self.chunk_steps}",
+            ),
             (
                 0 <= self.seed < 2**32,
                 f"seed must be in 0..{2**32 - 1}, got {self.seed}",
@@ -121,6 +134,10 @@ class TrainConfig:
                 f"decay steps must be below 2**31, got {self.decay_steps}",
             ),
             (math.isfinite(self.lr), f"learning rate must be finite, got {self.lr}"),
+            (
+                self.lr <= float(np.finfo(np.float32).max),
+                f"learning rate must fit in float32 (at most 3.4e38), got {self.lr}",
+            ),
             (
                 math.isfinite(self.decay_rate),
                 f"decay rate must be finite, got {self.decay_rate}",

@@ -172,6 +172,11 @@ def test_labels_outside_the_classes_are_refused_before_training():
         ("keep_prob", 0.0, "keep-prob must be in"),
         ("batch_size", 0, "batch size must be 1 or more"),
         ("schedule", "linear", "unknown schedule 'linear'"),
+        ("epochs", "3", "epochs must be a whole number, got '3'"),
+        ("batch_size", 2.5, "batch_size must be a whole number, got 2.5"),
+        ("lr", "0.1", "lr must be a number, got '0.1'"),
+        ("lr", 1e308, "learning rate must fit in float32"),
+        ("chunk_steps", 0, "chunk steps must be in 1..100000, got 0"),
     ],
 )
 def test_bad_config_values_are_one_line_errors(field, value, message):
