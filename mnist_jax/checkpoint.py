@@ -204,8 +204,12 @@ def load(
     try:
         params = [
             {
-                "w": _like(arrays[f"params/{i}/w"], layer["w"], f"params/{i}/w"),
-                "b": _like(arrays[f"params/{i}/b"], layer["b"], f"params/{i}/b"),
+                "w": _param(
+                    arrays[f"params/{i}/w"], layer["w"].shape, f"params/{i}/w"
+                ).astype(layer["w"].dtype),
+                "b": _param(
+                    arrays[f"params/{i}/b"], layer["b"].shape, f"params/{i}/b"
+                ).astype(layer["b"].dtype),
             }
             for i, layer in enumerate(template.params)
         ]
@@ -246,6 +250,26 @@ def _checked(value: np.ndarray, shape: tuple[int, ...], name: str) -> jax.Array:
     return jnp.asarray(value)
 
 
+def _param(value: np.ndarray, shape: tuple[int, ...], name: str) -> jax.Array:
+    """Returns a weight or bias once it has the shape, floats and finite values.
+
+    Training saves no state after a non-finite loss, so NaN or infinite
+    parameters mean the file was changed after it was written.
+    """
+    if value.dtype.kind != "f":
+        raise MnistJaxError(
+            f"checkpoint array {name} holds {value.dtype} values, not floats; "
+            "the checkpoint is corrupted"
+        )
+    checked = _checked(value, shape, name)
+    if not np.isfinite(value).all():
+        raise MnistJaxError(
+            f"checkpoint array {name} holds NaN or infinite values; "
+            "the checkpoint is corrupted"
+        )
+    return checked
+
+
 def _like(value: np.ndarray, template, name: str) -> jax.Array:
     """Returns ``value`` shaped and typed like ``template``, or raises why not."""
     return _checked(value, template.shape, name).astype(template.dtype)
@@ -263,8 +287,8 @@ def load_params(path: str | os.PathLike) -> tuple[model.Params, TrainConfig]:
     try:
         params = [
             {
-                "w": _checked(arrays[f"params/{i}/w"], (n_in, n_out), f"params/{i}/w"),
-                "b": _checked(arrays[f"params/{i}/b"], (n_out,), f"params/{i}/b"),
+                "w": _param(arrays[f"params/{i}/w"], (n_in, n_out), f"params/{i}/w"),
+                "b": _param(arrays[f"params/{i}/b"], (n_out,), f"params/{i}/b"),
             }
             for i, (n_in, n_out) in enumerate(pairs)
         ]

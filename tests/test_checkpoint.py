@@ -137,6 +137,25 @@ def test_weights_that_disagree_with_the_saved_sizes_are_refused(tmp_path):
         checkpoint.load(tmp_path, N_TRAIN)
 
 
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (np.full((784, 8), np.nan, np.float32), "holds NaN or infinite values"),
+        (np.ones((784, 8), np.int8), "holds int8 values, not floats"),
+    ],
+)
+def test_weights_no_run_could_have_saved_are_refused(tmp_path, weights, message):
+    path = saved(tmp_path)
+    arrays = arrays_of(path)
+    arrays["params/0/w"] = weights
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+    with pytest.raises(MnistJaxError, match=f"params/0/w {message}.*corrupted"):
+        checkpoint.load_params(tmp_path)
+    with pytest.raises(MnistJaxError, match=f"params/0/w {message}.*corrupted"):
+        checkpoint.load(tmp_path, N_TRAIN)
+
+
 def test_a_checkpoint_of_another_format_or_version_is_refused(tmp_path):
     path = saved(tmp_path)
     arrays = arrays_of(path)
