@@ -196,6 +196,8 @@ def _load(spec, splits, cache_dir, require_labels) -> dict[str, Dataset]:
     """Loads ``splits`` where the source has them; CSV and sample have "train"."""
     spec = os.fspath(spec)
     key = spec.strip().lower()
+    if not key:
+        raise MnistJaxError(f"--data is empty; give {ACCEPTED}")
     if key == SAMPLE:
         return {"train": Dataset(*csvdata.read_label_last(_sample_path()), SAMPLE)}
     if key in NAMED:

@@ -95,6 +95,11 @@ class RunResult:
 def read_run_config(out_dir: str | os.PathLike) -> tuple[TrainConfig, DataSpec]:
     """Returns the config and data spec saved in a run folder."""
     path = Path(out_dir) / CONFIG_FILE
+    if not path.exists() and (Path(out_dir) / ENSEMBLE_FILE).exists():
+        raise MnistJaxError(
+            f"{out_dir} holds a many-model run ({ENSEMBLE_FILE}); --resume and "
+            "plot work on single runs, and each model-<m> folder is one"
+        )
     try:
         saved = json.loads(path.read_text())
         return TrainConfig.from_dict(saved["config"]), DataSpec(**saved["data"])

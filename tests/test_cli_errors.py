@@ -222,3 +222,8 @@ def test_predict_will_not_write_over_its_own_input(tiny_csv, tmp_path, capsys):
         capsys.readouterr().err
     )
     assert tiny_csv.read_bytes() == before
+
+
+def test_empty_data_is_refused_rather_than_read_as_this_folder(capsys):
+    assert main(["train", "--data", " ", "--epochs", "1", "--no-progress"]) == 2
+    assert "--data is empty; give a CSV file" in capsys.readouterr().err

@@ -193,3 +193,12 @@ def test_overwrite_swaps_a_single_run_and_a_many_model_run_cleanly(csv, tmp_path
     assert train(csv, out, "--epochs", "1", "--overwrite") == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["checkpoint.npz", "config.json", "metrics.jsonl"]
+
+
+def test_resume_of_a_many_model_run_says_what_it_is(csv, tmp_path, capsys):
+    out = tmp_path / "many"
+    assert train(csv, out, "--epochs", "1", "--seeds", "2") == 0
+    capsys.readouterr()
+
+    assert main(["train", "--out", str(out), "--resume"]) == 2
+    assert "holds a many-model run (ensemble.json)" in capsys.readouterr().err
