@@ -72,10 +72,12 @@ class AugmentConfig:
 
 def check_config(config: AugmentConfig) -> None:
     """Raises ``MnistJaxError`` unless every range in ``config`` makes sense."""
-    if not (math.isfinite(config.rotate) and config.rotate >= 0):
-        raise MnistJaxError(f"--rotate must be 0 or more degrees, got {config.rotate}")
-    if not (math.isfinite(config.shift) and config.shift >= 0):
-        raise MnistJaxError(f"--shift must be 0 or more pixels, got {config.shift}")
+    # Past these a draw turns the digit round more than once, or moves it
+    # off a 28-pixel image altogether.
+    if not (math.isfinite(config.rotate) and 0 <= config.rotate <= 180):
+        raise MnistJaxError(f"--rotate must be 0 to 180 degrees, got {config.rotate}")
+    if not (math.isfinite(config.shift) and 0 <= config.shift <= 28):
+        raise MnistJaxError(f"--shift must be 0 to 28 pixels, got {config.shift}")
 
     if len(config.zoom) != 2:
         raise MnistJaxError(f"--zoom needs two numbers LO HI, got {config.zoom}")

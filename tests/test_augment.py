@@ -309,6 +309,8 @@ def test_flags_build_the_config_they_describe():
         (("--rotate", "-1"), "--rotate"),
         (("--shift", "-0.5"), "--shift"),
         (("--shift", "nan"), "--shift"),
+        (("--shift", "1000"), "--shift must be 0 to 28 pixels"),
+        (("--rotate", "1e9"), "--rotate must be 0 to 180 degrees"),
         (("--zoom", "0", "1"), "--zoom"),
         (("--zoom", "1.2", "0.9"), "--zoom"),
         (("--elastic", "34", "0"), "--elastic"),
