@@ -171,7 +171,8 @@ def hold_out(dataset: Dataset, dev_size: int, seed: int) -> Splits:
         )
     if not 1 <= dev_size <= n - 1:
         raise MnistJaxError(
-            f"dev_size {dev_size} must be between 1 and {n - 1} to hold out a "
+            f"the dev size (--dev-size) {dev_size} must be between 1 and {n - 1} to "
+            "hold out a "
             f"dev split of {dataset.source} ({n} examples); pick a size in that "
             "range or give separate eval data"
         )

@@ -388,7 +388,7 @@ def check_gradients(
     mistaken ones to show the check fails).
     """
     if not 0.0 < keep_prob <= 1.0:
-        raise MnistJaxError(f"keep_prob must be in (0, 1], got {keep_prob}")
+        raise MnistJaxError(f"keep-prob must be in (0, 1], got {keep_prob}")
     if directions < 1:
         raise MnistJaxError(f"directions must be at least 1, got {directions}")
 

@@ -128,7 +128,7 @@ def test_hold_out_is_a_seeded_partition_in_file_order():
 @pytest.mark.parametrize("dev_size", [0, 50, 51, -1])
 def test_dev_size_outside_1_to_n_minus_1_is_refused(dev_size):
     with pytest.raises(
-        MnistJaxError, match=rf"dev_size {dev_size} must be between 1 and 49"
+        MnistJaxError, match=rf"\(--dev-size\) {dev_size} must be between 1 and 49"
     ):
         hold_out(numbered(50), dev_size=dev_size, seed=0)
 
@@ -140,7 +140,8 @@ def test_csv_without_test_split_holds_out_dev(tmp_path):
     splits = load_splits(str(path), dev_size=5)
 
     assert (len(splits.train), len(splits.eval), splits.eval_name) == (15, 5, "dev")
-    with pytest.raises(MnistJaxError, match=r"dev_size 20 must be between 1 and 19"):
+    message = r"\(--dev-size\) 20 must be between 1 and 19"
+    with pytest.raises(MnistJaxError, match=message):
         load_splits(str(path), dev_size=20)
 
 

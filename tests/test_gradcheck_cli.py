@@ -57,7 +57,7 @@ def test_bad_flags_exit_2(gradcheck_only, argv, capsys):
 
 def test_a_bad_keep_prob_is_one_sentence_and_exit_2(gradcheck_only, capsys):
     assert cli.main(["gradcheck", *SMALL, "--keep-prob", "0"]) == 2
-    assert "keep_prob must be in (0, 1]" in capsys.readouterr().err
+    assert "keep-prob must be in (0, 1]" in capsys.readouterr().err
 
 
 @pytest.mark.slow
