@@ -67,9 +67,10 @@ def _run(argv: list[str] | None, noted) -> int:
         return 130
     args.interrupted = noted
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.verbose:  # our own debug lines, not matplotlib's or JAX's
+        logging.getLogger("mnist_jax").setLevel(logging.DEBUG)
     name = f"mnist-jax {args.command}"
     try:
         return int(args.func(args) or 0)

@@ -222,7 +222,9 @@ def run_figures(
     confidence = probs[np.arange(n), predicted]
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong], kind="stable")[:count]]
-    shown = np.arange(min(count, n))
+    # Spread over the whole set: a set in file order (the sample's dev digits)
+    # can start with many of one class.
+    shown = np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int))
 
     return {
         "curves.png": curves_figure(rows, name),
@@ -231,7 +233,8 @@ def run_figures(
             labels[shown],
             predicted[shown],
             confidence[shown],
-            f"the first {len(shown)} {name} digits: predicted (probability), true",
+            f"{len(shown)} {name} digits spread over the set: "
+            "predicted (probability), true",
         ),
         "misclassified.png": digits_figure(
             images[worst],

@@ -227,3 +227,14 @@ def test_predict_will_not_write_over_its_own_input(tiny_csv, tmp_path, capsys):
 def test_empty_data_is_refused_rather_than_read_as_this_folder(capsys):
     assert main(["train", "--data", " ", "--epochs", "1", "--no-progress"]) == 2
     assert "--data is empty; give a CSV file" in capsys.readouterr().err
+
+
+def test_verbose_turns_on_our_debug_lines_only(tmp_path, capsys):
+    import logging
+
+    missing = str(tmp_path / "none")
+    main(["--verbose", "predict", "--checkpoint", missing, "--out", missing])
+
+    assert logging.getLogger("mnist_jax").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("matplotlib").getEffectiveLevel() > logging.DEBUG
+    logging.getLogger("mnist_jax").setLevel(logging.NOTSET)

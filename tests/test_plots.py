@@ -131,3 +131,20 @@ def test_the_misclassified_grid_shows_only_mistakes_most_confident_first(run_dir
 def test_plot_of_a_folder_without_a_run_is_one_clear_error(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 2
     assert "config.json: missing; is" in capsys.readouterr().err
+
+
+def test_the_predictions_grid_samples_the_whole_set_not_its_start(run_dir):
+    splits = DataSpec(str(run_dir.parent / "blobs.csv"), dev_size=40).load(0)
+    ordered = np.argsort(splits.eval.labels, kind="stable")  # all of a class first
+    by_class = Dataset(splits.eval.images[ordered], splits.eval.labels[ordered], "x")
+
+    fig = plots.run_figures(
+        run_dir, splits=Splits(splits.train, by_class, "dev"), count=10
+    )["predictions.png"]
+
+    titles = [ax.title.get_text() for ax in fig.axes if ax.images]
+    true = {int(title.rsplit("true ", 1)[1]) for title in titles}
+    assert len(titles) == 10
+    # The first and the last class of the sorted set are both shown.
+    assert {int(by_class.labels[0]), int(by_class.labels[-1])} <= true
+    assert fig.get_suptitle().startswith("10 dev digits spread over the set")
