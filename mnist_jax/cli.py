@@ -49,8 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     from mnist_jax.signals import interrupts_noted
 
+    # While JAX, NumPy and pandas load, a signal is only noted: raised inside
+    # jaxlib's native start-up, a KeyboardInterrupt aborted the process.
+    with interrupts_noted(raising=False) as early:
+        parser = build_parser()
+    if early():
+        print("mnist-jax: interrupted", file=sys.stderr)
+        return 130
     with interrupts_noted() as noted:
-        status = _run(argv, noted)
+        status = _run(parser, argv, noted)
     if noted() and status == 0:
         # The signal was raised where Python drops exceptions (see signals.py).
         print("mnist-jax: interrupted", file=sys.stderr)
@@ -58,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def _run(argv: list[str] | None, noted) -> int:
+def _run(parser: argparse.ArgumentParser, argv: list[str] | None, noted) -> int:
     try:
-        parser = build_parser()  # imports JAX, NumPy and pandas
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("mnist-jax: interrupted", file=sys.stderr)

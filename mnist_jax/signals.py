@@ -66,7 +66,7 @@ def stop_requested(
 
 @contextlib.contextmanager
 def interrupts_noted(
-    signums: tuple[int, ...] = STOP_SIGNALS,
+    signums: tuple[int, ...] = STOP_SIGNALS, raising: bool = True
 ) -> Iterator[StopFlag]:
     """Yields a ``StopFlag`` noting SIGINT or SIGTERM, which still interrupt.
 
@@ -74,12 +74,15 @@ def interrupts_noted(
     does, and also sets the flag. Python drops an exception raised inside a
     garbage-collection callback (JAX runs one), so a signal that lands there
     is lost but for the flag, which the command line reads afterwards.
+    raising: False only notes the signal, for code that must not be
+    interrupted halfway (native extensions loading).
     """
     flag = StopFlag()
 
     def note(signum: int, frame: FrameType | None) -> None:
         flag.signum = signum
-        raise KeyboardInterrupt
+        if raising:
+            raise KeyboardInterrupt
 
     def quiet(unraisable: Any) -> None:
         # Python would print the dropped KeyboardInterrupt with a traceback.
