@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import logging
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -75,6 +76,10 @@ SHA256 = {
 # The largest file of the sets is under 30 MB (Fashion-MNIST's training
 # images); a download past this is not one of them and is cut off.
 MAX_BYTES = 64 << 20
+
+# A mirror that trickles bytes never trips TIMEOUT_S (silence); no file may
+# take longer than this in all.
+DEADLINE_S = 600.0
 
 # What a mirror that is down, absent or too slow raises.
 _NETWORK_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException)
@@ -183,8 +188,16 @@ def _fetch_checked(url: str, target: Path, expected: str) -> None:
     """Streams ``url`` to a temporary file beside ``target``, checks, renames."""
     digest = hashlib.sha256()
     size = 0
+    deadline = time.monotonic() + DEADLINE_S
     with atomic_write(target) as out, _open(url) as response:
-        while chunk := response.read(1 << 20):
+        # read1 returns what has arrived, so the deadline is checked as bytes
+        # trickle in (read(n) would wait for all n).
+        read = getattr(response, "read1", response.read)
+        while chunk := read(1 << 16):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{url} took over {DEADLINE_S:g} s; the mirror is too slow"
+                )
             size += len(chunk)
             if size > MAX_BYTES:
                 raise _ChecksumMismatch(

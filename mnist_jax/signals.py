@@ -29,13 +29,25 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopFlag:
-    """A flag that signal handlers set; calling it says whether one arrived."""
+    """A flag that signal handlers set; calling it says whether one arrived.
 
-    def __init__(self) -> None:
+    armed: True, the first signal only sets the flag and a second interrupts.
+    A flag made unarmed interrupts at once (``KeyboardInterrupt``) until
+    ``arm()`` is called, which ``train.fit`` does when its steps begin:
+    before that there is nothing to save, and loading or downloading data
+    should not wait for a chunk that has not started.
+    """
+
+    def __init__(self, armed: bool = True) -> None:
         self.signum: int | None = None
+        self.armed = armed
 
     def __call__(self) -> bool:
         return self.signum is not None
+
+    def arm(self) -> None:
+        """From now on the first signal only asks the run to stop."""
+        self.armed = True
 
     @property
     def name(self) -> str:
@@ -44,7 +56,8 @@ class StopFlag:
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         """The handler: the first signal sets the flag, a second one interrupts."""
-        if self.signum is not None:
+        if self.signum is not None or not self.armed:
+            self.signum = signum
             raise KeyboardInterrupt
         self.signum = signum
         log.info("got %s; stopping after the current chunk of steps", self.name)
@@ -77,7 +90,7 @@ def interrupts_noted(
     raising: False only notes the signal, for code that must not be
     interrupted halfway (native extensions loading).
     """
-    flag = StopFlag()
+    flag = StopFlag(armed=False)
 
     def note(signum: int, frame: FrameType | None) -> None:
         flag.signum = signum

@@ -426,7 +426,9 @@ def fit(
     state: a state to continue from (``--resume``), else a fresh one.
     on_progress(steps_done_in_epoch, steps_per_epoch) runs after each chunk;
     on_epoch(result, state) after each epoch. When ``should_stop()`` turns
-    true, ``fit`` returns after the current chunk with the state mid-epoch.
+    true, ``fit`` returns after the current chunk with the state mid-epoch
+    (at once, if it is true before the first chunk). A ``should_stop`` with
+    an ``arm()`` method (``signals.StopFlag``) is armed as the steps begin.
     Raises ``Diverged`` when the loss or a parameter stops being finite.
     data_parallel: split every batch over all devices (``mnist_jax.parallel``);
     None turns it on when JAX sees more than one device.
@@ -465,6 +467,12 @@ def fit(
         images = jnp.asarray(train_images)
         labels = jnp.asarray(train_labels, jnp.int32)
 
+    if should_stop is not None:
+        arm = getattr(should_stop, "arm", None)
+        if callable(arm):
+            arm()  # a signals.StopFlag: from here on a signal waits for the chunk
+        if should_stop():  # asked before any step ran
+            return state, []
     history: list[EpochResult] = []
     step = int(state.step)
     while step < config.epochs * per_epoch:

@@ -244,3 +244,35 @@ def test_a_redirect_loop_is_one_line(monkeypatch, tmp_path, capsys):
 
     assert "\n" not in str(err.value) and "infinite loop" in str(err.value)
     assert capsys.readouterr().err == ""  # said once, in the error
+
+
+class TricklingHandler(QuietHandler):
+    """Promises a megabyte, then sends a byte every 0.2 s."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        try:
+            for _ in range(200):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+
+def test_a_trickling_mirror_is_given_up_after_the_deadline(monkeypatch, tmp_path):
+    server = serve(TricklingHandler, tmp_path)
+    monkeypatch.setenv("MNIST_JAX_MIRROR", server.url)
+    monkeypatch.setattr(download, "DEADLINE_S", 1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(MnistJaxError, match="took over 1 s; the mirror is too"):
+            load_eval("mnist", cache_dir=str(tmp_path / "cache"))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert time.monotonic() - started < 10
+    assert list((tmp_path / "cache" / "mnist").iterdir()) == []

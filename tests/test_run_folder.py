@@ -138,9 +138,9 @@ def test_a_stop_asked_after_the_last_step_is_not_an_interruption(csv, tmp_path):
 
     assert not done.interrupted
     assert stopped.interrupted
-    # Asked after the chunks ending at steps 3, 6, 9, after epoch 1, then at
-    # 13, 16 and 19, where the seventh answer stops it.
-    assert int(stopped.state.step) == STEPS_PER_EPOCH + 9
+    # Asked before the first chunk, after the chunks ending at steps 3, 6, 9,
+    # after epoch 1, then at 13 and 16, where the seventh answer stops it.
+    assert int(stopped.state.step) == STEPS_PER_EPOCH + 6
 
 
 def test_plot_without_a_run_folder_is_refused_before_training(csv, capsys):

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mnist_jax.signals import stop_requested
+from mnist_jax.signals import StopFlag, stop_requested
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -53,3 +53,28 @@ def test_outside_the_main_thread_the_handlers_are_left_alone():
     thread.join()
 
     assert seen == [(False, signal.default_int_handler)]
+
+
+def test_an_unarmed_flag_interrupts_at_once_until_fit_arms_it():
+    import numpy as np
+
+    from mnist_jax.train import TrainConfig, fit
+
+    flag = StopFlag(armed=False)
+    with stop_requested(flag=flag), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)  # loading data: nothing to save yet
+    assert flag.name == "SIGINT"
+
+    # A signal that came before the steps (say, dropped by Python) stops fit
+    # before its first chunk, and fit arms the flag.
+    images = np.zeros((8, 784), np.uint8)
+    labels = np.zeros(8, np.int32)
+    config = TrainConfig(sizes=(784, 4, 10), batch_size=4, epochs=1, augment=None)
+    state, history = fit(images, labels, images, labels, config, should_stop=flag)
+    assert flag.armed and int(state.step) == 0 and history == []
+
+    flag = StopFlag(armed=False)
+    flag.arm()
+    with stop_requested(flag=flag):
+        signal.raise_signal(signal.SIGINT)  # armed: only noted
+    assert flag()
