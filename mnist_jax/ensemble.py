@@ -256,6 +256,8 @@ def fit_many(
     """
     model.check_pairs(train_images, train_labels, "the training set")
     model.check_pairs(eval_images, eval_labels, "the evaluation set")
+    model.check_images(train_images, "the training set")
+    model.check_images(eval_images, "the evaluation set")
     model.check_labels(train_labels, config.sizes[-1], "training labels")
     model.check_labels(eval_labels, config.sizes[-1], "evaluation labels")
     n_train = int(np.shape(train_labels)[0])

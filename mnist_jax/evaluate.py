@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_jax import model
+from mnist_jax.errors import MnistJaxError
 from mnist_jax.train import predict
 
 
@@ -63,6 +64,8 @@ def evaluate(params: model.Params, images, labels, batch_size: int = 1000) -> Re
     """
     num_classes = model.layer_sizes(params)[-1]
     model.check_pairs(images, labels, "evaluate")
+    if np.shape(labels)[0] == 0:
+        raise MnistJaxError("evaluate: no images to evaluate")
     model.check_labels(labels, num_classes, "evaluation labels")
     predictions = predict(params, images, batch_size)
     confusion = confusion_matrix(labels, predictions, num_classes)

@@ -166,6 +166,28 @@ def check_pairs(images, labels, source: str) -> None:
         )
 
 
+def check_images(images, source: str) -> None:
+    """Raises ``MnistJaxError`` unless pixels are 0-255 integers or floats in [0, 1].
+
+    Checked on the host: ``to_inputs`` divides integers by 255 and takes
+    floats as already scaled, so a float image in 0-255 would silently feed
+    the network values 255 times too large.
+    """
+    arr = np.asarray(images)
+    if arr.size == 0:
+        return
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise MnistJaxError(f"{source}: images must be numbers, got {arr.dtype}")
+    low, high = float(arr.min()), float(arr.max())
+    top = 255 if np.issubdtype(arr.dtype, np.integer) else 1
+    if not (low >= 0 and high <= top):
+        kind = "integer pixels" if top == 255 else "float pixels"
+        raise MnistJaxError(
+            f"{source}: {kind} must lie in 0..{top}, found {low:g}..{high:g}; "
+            "give uint8 pixels 0-255 or floats scaled to [0, 1]"
+        )
+
+
 def check_labels(labels, num_classes: int = 10, source: str = "labels") -> None:
     """Raises ``MnistJaxError`` unless every label is an integer in 0..k-1.
 

@@ -373,6 +373,7 @@ def predict(params: model.Params, images, batch_size: int = 1000) -> np.ndarray:
     and every example counts.
     """
     images = np.asarray(images)
+    model.check_images(images, "predict")
     n = images.shape[0]
     if n == 0:
         return np.zeros((0,), np.int64)
@@ -435,6 +436,8 @@ def fit(
     """
     model.check_pairs(train_images, train_labels, "the training set")
     model.check_pairs(eval_images, eval_labels, "the evaluation set")
+    model.check_images(train_images, "the training set")
+    model.check_images(eval_images, "the evaluation set")
     classes = f"training labels (the last of --sizes gives {config.sizes[-1]} classes)"
     model.check_labels(train_labels, config.sizes[-1], classes)
     model.check_labels(

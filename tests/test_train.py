@@ -233,3 +233,27 @@ def test_images_and_labels_of_different_lengths_are_refused_up_front():
     params = model.init_params(jax.random.key(0), SMALL["sizes"])
     with pytest.raises(MnistJaxError, match="evaluate: 64 images but labels"):
         evaluate(params, images, labels[:5])
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.full((8, 784), 200.0, np.float32), "float pixels must lie in 0..1"),
+        (np.full((8, 784), 300, np.int64), "integer pixels must lie in 0..255"),
+        (np.full((8, 784), -1, np.int32), "integer pixels must lie in 0..255"),
+    ],
+)
+def test_pixels_outside_their_range_are_refused(images, message):
+    labels = np.zeros(8, np.int32)
+    config = TrainConfig(**SMALL, epochs=1)
+
+    with pytest.raises(MnistJaxError, match=f"the training set: {message}"):
+        fit(images, labels, images[:0], labels[:0], config)
+    with pytest.raises(MnistJaxError, match=f"predict: {message}"):
+        train.predict(model.init_params(jax.random.key(0), SMALL["sizes"]), images)
+
+
+def test_evaluate_refuses_an_empty_set():
+    params = model.init_params(jax.random.key(0), SMALL["sizes"])
+    with pytest.raises(MnistJaxError, match="no images to evaluate"):
+        evaluate(params, np.zeros((0, 784), np.uint8), np.zeros(0, np.int32))
