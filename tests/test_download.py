@@ -218,29 +218,28 @@ class LoopingHandler(QuietHandler):
         self.end_headers()
 
 
-def test_an_endless_download_is_cut_off_and_leaves_nothing(monkeypatch, tmp_path):
-    server = serve(EndlessHandler, tmp_path)
+def load_from(handler, monkeypatch, tmp_path):
+    """Loads MNIST's test split from a 127.0.0.1 mirror served by ``handler``."""
+    server = serve(handler, tmp_path)
     monkeypatch.setenv("MNIST_JAX_MIRROR", server.url)
-    monkeypatch.setattr(download, "MAX_BYTES", 4 << 20)  # the check, not 64 MiB
     try:
-        with pytest.raises(MnistJaxError, match="is over 4 MiB, larger than any"):
-            load_eval("mnist", cache_dir=str(tmp_path / "cache"))
+        return load_eval("mnist", cache_dir=str(tmp_path / "cache"))
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_endless_download_is_cut_off_and_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(download, "MAX_BYTES", 4 << 20)  # the check, not 64 MiB
+    with pytest.raises(MnistJaxError, match="is over 4 MiB, larger than any"):
+        load_from(EndlessHandler, monkeypatch, tmp_path)
 
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
 
 
 def test_a_redirect_loop_is_one_line(monkeypatch, tmp_path, capsys):
-    server = serve(LoopingHandler, tmp_path)
-    monkeypatch.setenv("MNIST_JAX_MIRROR", server.url)
-    try:
-        with pytest.raises(MnistJaxError) as err:
-            load_eval("mnist", cache_dir=str(tmp_path / "cache"))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with pytest.raises(MnistJaxError) as err:
+        load_from(LoopingHandler, monkeypatch, tmp_path)
 
     assert "\n" not in str(err.value) and "infinite loop" in str(err.value)
     assert capsys.readouterr().err == ""  # said once, in the error
@@ -263,16 +262,10 @@ class TricklingHandler(QuietHandler):
 
 
 def test_a_trickling_mirror_is_given_up_after_the_deadline(monkeypatch, tmp_path):
-    server = serve(TricklingHandler, tmp_path)
-    monkeypatch.setenv("MNIST_JAX_MIRROR", server.url)
     monkeypatch.setattr(download, "DEADLINE_S", 1.0)
     started = time.monotonic()
-    try:
-        with pytest.raises(MnistJaxError, match="took over 1 s; the mirror is too"):
-            load_eval("mnist", cache_dir=str(tmp_path / "cache"))
-    finally:
-        server.shutdown()
-        server.server_close()
+    with pytest.raises(MnistJaxError, match="took over 1 s; the mirror is too"):
+        load_from(TricklingHandler, monkeypatch, tmp_path)
 
     assert time.monotonic() - started < 10
     assert list((tmp_path / "cache" / "mnist").iterdir()) == []
