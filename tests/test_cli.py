@@ -34,21 +34,18 @@ def digits_csv(shared_data, tmp_path_factory):
     return folder
 
 
+def train_digits(digits_csv, run) -> int:
+    """Trains on the real digits' train.csv into ``run``; returns the status."""
+    train_csv = str(digits_csv / "train.csv")
+    return main(
+        ["train", "--data", train_csv, "--dev-size", "100", "--out", str(run), *FAST]
+    )
+
+
 def test_train_evaluate_predict_on_real_digits(digits_csv, tmp_path, capsys):
     run = tmp_path / "run"
 
-    status = main(
-        [
-            "train",
-            "--data",
-            str(digits_csv / "train.csv"),
-            "--dev-size",
-            "100",
-            "--out",
-            str(run),
-            *FAST,
-        ]
-    )
+    status = train_digits(digits_csv, run)
     out = capsys.readouterr().out
     rows = [
         json.loads(line)
@@ -138,18 +135,7 @@ def test_resume_extends_a_finished_run_with_its_saved_settings(
     digits_csv, tmp_path, capsys
 ):
     run = tmp_path / "run"
-    main(
-        [
-            "train",
-            "--data",
-            str(digits_csv / "train.csv"),
-            "--dev-size",
-            "100",
-            "--out",
-            str(run),
-            *FAST,
-        ]
-    )
+    train_digits(digits_csv, run)
     capsys.readouterr()
 
     status = main(

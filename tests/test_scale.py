@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from run_helpers import blobs
 from scale_worker import CONFIG, EPOCHS
-from test_train import SMALL, blobs
+from test_train import SMALL
 
 from mnist_jax import checkpoint, cli, ensemble, parallel, train
 from mnist_jax.data import Dataset, write_csv

@@ -5,23 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from run_helpers import blobs
 
 from mnist_jax import checkpoint, model, train
 from mnist_jax.errors import MnistJaxError
 from mnist_jax.evaluate import evaluate
 from mnist_jax.schedules import inverse_time_decay
 from mnist_jax.train import TrainConfig, fit
-
-
-def blobs(n, seed=0):
-    """Returns n separable fake digits: class c lights up pixels 70c..70c+69."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.int32)
-    images = rng.integers(0, 40, (n, 784)).astype(np.uint8)
-    for i, c in enumerate(labels):
-        images[i, 70 * c : 70 * c + 70] = 255
-    return images, labels
-
 
 SMALL = dict(sizes=(784, 16, 10), batch_size=32, chunk_steps=4, lr=3e-3, augment=None)
 
