@@ -79,6 +79,22 @@ def _prepare(folder: Path, overwrite: bool) -> None:
     clear_run(folder)  # also a crashed run's config.json, or a single run's files
 
 
+def read_eval_data(folder: Path) -> tuple[DataSpec, int]:
+    """Returns the data of the many-model run in ``folder`` and its split seed.
+
+    Every model was evaluated on the split held out with the first model's
+    seed (see ``train_many_run``).
+    """
+    path = Path(folder) / ENSEMBLE_FILE
+    try:
+        saved = json.loads(path.read_text())
+        return DataSpec(**saved["data"]), int(saved["members"][0]["seed"])
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise MnistJaxError(
+            f"{path}: not a readable many-model record ({err})"
+        ) from None
+
+
 def summary(members: Sequence[Member], results: Sequence[EpochResult]) -> dict:
     """Returns the JSON-ready accuracies of one epoch and their spread."""
     accuracies = eval_accuracies(results)

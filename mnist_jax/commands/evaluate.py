@@ -11,7 +11,7 @@ from mnist_jax.commands.train import add_data_args
 from mnist_jax.data import Dataset, load_eval
 from mnist_jax.errors import MnistJaxError
 from mnist_jax.evaluate import evaluate
-from mnist_jax.run import CONFIG_FILE, ENSEMBLE_FILE, DataSpec, read_run_config
+from mnist_jax.run import CONFIG_FILE, ENSEMBLE_FILE, read_run_config
 
 
 def register(subparsers) -> None:
@@ -45,16 +45,10 @@ def run_eval_split(checkpoint: str, seed: int) -> Dataset:
     if (folder / CONFIG_FILE).exists():
         _, spec = read_run_config(folder)
         return spec.load(seed).eval
-    ensemble = folder.parent / ENSEMBLE_FILE
-    if ensemble.exists():
-        try:
-            saved = json.loads(ensemble.read_text())
-            spec = DataSpec(**saved["data"])
-            first_seed = int(saved["members"][0]["seed"])
-        except (ValueError, KeyError, TypeError, IndexError) as err:
-            raise MnistJaxError(
-                f"{ensemble}: not a readable many-model record ({err}); pass --data"
-            ) from None
+    if (folder.parent / ENSEMBLE_FILE).exists():
+        from mnist_jax.ensemble_run import read_eval_data
+
+        spec, first_seed = read_eval_data(folder.parent)
         return spec.load(first_seed).eval
     raise MnistJaxError(
         f"{folder} holds no {CONFIG_FILE} to find the run's data; pass --data"
