@@ -22,7 +22,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from mnist_jax import augment, bench, model, train
+from mnist_jax import augment, bench, model, train, warp
 from mnist_jax.bench import Record
 
 log = logging.getLogger("benchmarks")
@@ -328,6 +328,20 @@ def _jax(current: Run, images_np: np.ndarray, labels_np: np.ndarray) -> None:
         )
     )
     current.add(Record.once("jax", "compile augment", compile_s, plan.aug_batch, True))
+    if warp.preferred() and images.devices().pop().platform == "cpu":
+        # The pure-JAX sampler that the compiled kernel replaces on the CPU.
+        timing, _ = bench.augment_throughput(
+            floats, augment.AugmentConfig(), plan.aug_calls, plan.repeats, "jax"
+        )
+        current.add(
+            Record.from_timing(
+                "jax",
+                "augment, JAX sampler",
+                timing,
+                batch=plan.aug_batch,
+                unit="images/s",
+            )
+        )
 
 
 def _numpy(current: Run, images: np.ndarray, labels: np.ndarray) -> None:

@@ -20,9 +20,12 @@ input counts as 0, the MNIST background, interpolated towards the edge
 pixels (SciPy calls this ``mode="grid-constant"``); ink that leaves the
 frame is lost and the uncovered border is blank.
 
-The single-image functions (``sample_params``, ``augment_image``) are pure
-and traceable; ``augment_batch`` vmaps them with one key per example, so it
-can run inside a jitted training step with a fresh key every step.
+On the CPU the resampling runs in a compiled kernel where the package was
+built with it (``mnist_jax.warp``); elsewhere, and for elastic distortion,
+in JAX (``bilinear``). The single-image functions (``sample_params``,
+``augment_image``) are pure and traceable; ``augment_batch`` vmaps them
+with one key per example, so it can run inside a jitted training step with
+a fresh key every step.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mnist_jax import warp
 from mnist_jax.errors import MnistJaxError
 
 Array = jax.Array
@@ -198,14 +202,43 @@ def source_coordinates(params: AugmentParams, shape: tuple[int, ...]) -> Array:
     return coords
 
 
-def augment_image(image: Array, params: AugmentParams) -> Array:
+def augment_image(image: Array, params: AugmentParams, sampler: str = "auto") -> Array:
     """Returns ``image`` ``(h, w)`` rotated, shifted, zoomed and displaced.
 
     One bilinear resampling of the map in the module docstring, with 0
     outside the image. Identity parameters return the input exactly.
+    sampler: ``"auto"`` runs the compiled kernel (``mnist_jax.warp``) for a
+    float32 image without displacement on the CPU, where it is installed
+    and the CPU has AVX2, and the JAX sampler (``bilinear``) otherwise;
+    ``"jax"`` always runs the JAX sampler. The two agree to float32
+    rounding of the coordinates.
     """
-    coords = source_coordinates(params, image.shape)
-    return bilinear(image, coords).astype(image.dtype)
+    if sampler not in ("auto", "jax"):
+        raise MnistJaxError(f"sampler must be 'auto' or 'jax', got {sampler!r}")
+
+    def with_jax(image: Array, params: AugmentParams) -> Array:
+        coords = source_coordinates(params, image.shape)
+        return bilinear(image, coords).astype(image.dtype)
+
+    if (
+        sampler == "jax"
+        or params.displacement is not None
+        or image.dtype != jnp.float32
+        or not warp.preferred()
+    ):
+        return with_jax(image, params)
+
+    def with_kernel(image: Array, params: AugmentParams) -> Array:
+        return warp.affine_warp(image, warp_params(params))
+
+    return lax.platform_dependent(image, params, cpu=with_kernel, default=with_jax)
+
+
+def warp_params(params: AugmentParams) -> Array:
+    """Returns ``(cos θ / s, sin θ / s, dy, dx)`` float32, ``(4,)``: the kernel's."""
+    theta = jnp.deg2rad(params.angle)
+    a, b = jnp.cos(theta) / params.zoom, jnp.sin(theta) / params.zoom
+    return jnp.stack([a, b, params.shift[0], params.shift[1]]).astype(jnp.float32)
 
 
 def bilinear(image: Array, coords: Array) -> Array:
@@ -243,12 +276,15 @@ def bilinear(image: Array, coords: Array) -> Array:
     return top * (1 - fy) + bottom * fy
 
 
-def augment_batch(key: Array, images: Array, config: AugmentConfig) -> Array:
+def augment_batch(
+    key: Array, images: Array, config: AugmentConfig, sampler: str = "auto"
+) -> Array:
     """Returns ``images`` with each example augmented by its own random draw.
 
     images: float in [0, 1], ``(m, 784)`` (taken as 28 x 28) or ``(m, h, w)``;
     the result has the same shape and dtype. Example ``j`` uses
     ``jax.random.split(key, m)[j]``, so pass a fresh key every step.
+    sampler: as in ``augment_image``.
     """
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise MnistJaxError(
@@ -265,7 +301,7 @@ def augment_batch(key: Array, images: Array, config: AugmentConfig) -> Array:
         )
 
     def one(key: Array, image: Array) -> Array:
-        return augment_image(image, sample_params(key, config, shape))
+        return augment_image(image, sample_params(key, config, shape), sampler)
 
     m = images.shape[0]
     squares = images.reshape(m, *shape)

@@ -309,16 +309,19 @@ def inference_throughput(
 
 
 def augment_throughput(
-    images: Array, config: Any, calls: int, repeats: int
+    images: Array, config: Any, calls: int, repeats: int, sampler: str = "auto"
 ) -> tuple[Timing, float]:
     """Returns (timing in images/s, compile seconds) of ``augment_batch``.
 
     images: ``(B, 784)`` float32 in [0, 1] on the device. Each timed repeat
-    makes ``calls`` jitted calls, each with a fresh key.
+    makes ``calls`` jitted calls, each with a fresh key. sampler: as in
+    ``augment.augment_image`` (``"jax"`` to time the JAX sampler on the CPU).
     """
     from mnist_jax import augment
 
-    fn = jax.jit(augment.augment_batch, static_argnames="config")
+    fn = jax.jit(
+        partial(augment.augment_batch, sampler=sampler), static_argnames="config"
+    )
     keys = list(jax.random.split(jax.random.key(2), calls * (repeats + 1)))
 
     started = time.perf_counter()

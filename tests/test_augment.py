@@ -32,7 +32,9 @@ from mnist_jax.preview import augmented_draws, preview_grid
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 NONE = AugmentConfig(rotate=0.0, shift=0.0, zoom=(1.0, 1.0))
-EAGER_AND_JIT = pytest.mark.parametrize("transform", [lambda f: f, jax.jit])
+EAGER_AND_JIT = pytest.mark.parametrize("transform", [lambda f, **_: f, jax.jit])
+# "auto" is the compiled CPU kernel where it is installed (mnist_jax.warp).
+SAMPLERS = pytest.mark.parametrize("sampler", ["auto", "jax"])
 
 
 def read_test_images(n: int) -> np.ndarray:
@@ -97,23 +99,27 @@ def ink_centre(image) -> np.ndarray:
 # The map and its conventions.
 
 
+@SAMPLERS
 @EAGER_AND_JIT
-def test_identity_parameters_return_the_input_exactly(transform, digits):
+def test_identity_parameters_return_the_input_exactly(transform, sampler, digits):
     image = jnp.asarray(digits[0])
-    out = transform(augment_image)(image, identity_params())
+    out = transform(augment_image, static_argnums=2)(image, identity_params(), sampler)
     np.testing.assert_array_equal(np.asarray(out), digits[0])
 
 
+@SAMPLERS
 @EAGER_AND_JIT
 @pytest.mark.parametrize(
     "angle, dy, dx, zoom",
     [(20.0, 1.5, -2.0, 1.15), (-35.0, -0.7, 2.3, 0.85), (90.0, 0.0, 0.0, 1.0)],
 )
 def test_fixed_parameters_match_scipy_affine_transform(
-    transform, digits, angle, dy, dx, zoom
+    transform, sampler, digits, angle, dy, dx, zoom
 ):
     for image in (digits[1], random_image()):
-        out = transform(augment_image)(jnp.asarray(image), params(angle, dy, dx, zoom))
+        out = transform(augment_image, static_argnums=2)(
+            jnp.asarray(image), params(angle, dy, dx, zoom), sampler
+        )
         expected = scipy_reference(image, angle, dy, dx, zoom)
         np.testing.assert_allclose(np.asarray(out), expected, atol=1e-5)
 
