@@ -286,24 +286,45 @@ def augment_batch(
     ``jax.random.split(key, m)[j]``, so pass a fresh key every step.
     sampler: as in ``augment_image``.
     """
+    shape = image_shape(images)
+    return apply_batch(images, batch_params(key, len(images), config, shape), sampler)
+
+
+def batch_params(
+    key: Array, m: int, config: AugmentConfig, shape: tuple[int, ...] = MNIST_SHAPE
+) -> AugmentParams:
+    """Returns ``m`` examples' parameters, each with a batch axis of ``m``.
+
+    Example ``j``'s come from ``jax.random.split(key, m)[j]``, as in
+    ``augment_batch``; drawing them apart from the images lets a training
+    chunk draw all its steps' parameters at once.
+    """
+    keys = jax.random.split(key, m)
+    return jax.vmap(lambda k: sample_params(k, config, shape))(keys)
+
+
+def apply_batch(images: Array, params: AugmentParams, sampler: str = "auto") -> Array:
+    """Returns ``images`` ``(m, 784)`` or ``(m, h, w)`` augmented by ``params``.
+
+    params: one ``AugmentParams`` with a batch axis of ``m``.
+    """
+    shape = image_shape(images)
+    squares = images.reshape(len(images), *shape)
+    out = jax.vmap(augment_image, (0, 0, None))(squares, params, sampler)
+    return out.reshape(images.shape)
+
+
+def image_shape(images: Array) -> tuple[int, ...]:
+    """Returns ``(h, w)`` of a float batch ``(m, 784)`` or ``(m, h, w)``."""
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise MnistJaxError(
             f"augmentation needs float images in [0, 1], got {images.dtype}; "
             "scale uint8 pixels by 1/255 first"
         )
     if images.ndim == 2 and images.shape[1] == math.prod(MNIST_SHAPE):
-        shape = MNIST_SHAPE
-    elif images.ndim == 3:
-        shape = images.shape[1:]
-    else:
-        raise MnistJaxError(
-            f"augmentation needs images (m, 784) or (m, h, w), got {images.shape}"
-        )
-
-    def one(key: Array, image: Array) -> Array:
-        return augment_image(image, sample_params(key, config, shape), sampler)
-
-    m = images.shape[0]
-    squares = images.reshape(m, *shape)
-    out = jax.vmap(one)(jax.random.split(key, m), squares)
-    return out.reshape(images.shape)
+        return MNIST_SHAPE
+    if images.ndim == 3:
+        return tuple(images.shape[1:])
+    raise MnistJaxError(
+        f"augmentation needs images (m, 784) or (m, h, w), got {images.shape}"
+    )

@@ -186,10 +186,18 @@ def test_predict_counts_every_example_of_an_uneven_set():
     np.testing.assert_array_equal(predictions, direct)
 
 
-@pytest.mark.parametrize("augment", [None, dict(train.AUGMENT)])
-def test_a_chunk_runs_the_same_steps_as_the_step_function_one_by_one(augment):
-    # The chunk gathers its batches up front and scans over them; its steps
-    # must still be make_train_step's, key for key, in order.
+@pytest.mark.parametrize("predraw", [True, False])
+@pytest.mark.parametrize(
+    "augment", [None, dict(train.AUGMENT), {**train.AUGMENT, "elastic": (8.0, 3.0)}]
+)
+def test_a_chunk_runs_the_same_steps_as_the_step_function_one_by_one(
+    augment, predraw, monkeypatch
+):
+    # The chunk gathers its batches, and draws its steps' rotations, shifts
+    # and zooms, up front and scans over them; its steps must still be
+    # make_train_step's, key for key, in order.
+    if not predraw:
+        monkeypatch.setattr(train, "PREDRAW_EXAMPLES", 0)
     images, labels = blobs(100)
     config = TrainConfig(**{**SMALL, "chunk_steps": 8, "augment": augment})
     optimizer = train.make_optimizer(config, 100)
