@@ -309,30 +309,40 @@ def inference_throughput(
 
 
 def augment_throughput(
-    images: Array, config: Any, calls: int, repeats: int, sampler: str = "auto"
-) -> tuple[Timing, float]:
-    """Returns (timing in images/s, compile seconds) of ``augment_batch``.
+    images: Array,
+    config: Any,
+    calls: int,
+    repeats: int,
+    samplers: Sequence[str] = ("auto",),
+) -> tuple[list[Timing], list[float]]:
+    """Returns (timings in images/s, compile seconds), one per sampler.
 
     images: ``(B, 784)`` float32 in [0, 1] on the device. Each timed repeat
-    makes ``calls`` jitted calls, each with a fresh key. sampler: as in
-    ``augment.augment_image`` (``"jax"`` to time the JAX sampler on the CPU).
+    makes ``calls`` jitted calls of ``augment_batch``, each with a fresh
+    key; the samplers (as in ``augment.augment_image``: ``"jax"`` times the
+    JAX sampler on the CPU) take turns, repeat by repeat.
     """
     from mnist_jax import augment
 
-    fn = jax.jit(
-        partial(augment.augment_batch, sampler=sampler), static_argnames="config"
-    )
-    keys = list(jax.random.split(jax.random.key(2), calls * (repeats + 1)))
+    count = len(samplers) * (calls * repeats + 1)
+    keys = iter(jax.random.split(jax.random.key(2), count))
+    calls_of, compile_seconds = [], []
+    for sampler in samplers:
+        fn = jax.jit(
+            partial(augment.augment_batch, sampler=sampler), static_argnames="config"
+        )
+        started = time.perf_counter()
+        block(fn(next(keys), images, config))
+        compile_seconds.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
-    block(fn(keys.pop(), images, config))
-    compile_seconds = time.perf_counter() - started
+        def call(fn=fn):
+            return [fn(next(keys), images, config) for _ in range(calls)]
 
-    def call():
-        return [fn(keys.pop(), images, config) for _ in range(calls)]
+        calls_of.append(call)
 
-    timing = time_calls(call, repeats, work=calls * images.shape[0], warmup=0)
-    return timing, compile_seconds
+    work = calls * images.shape[0]
+    timings = time_interleaved(calls_of, [work] * len(calls_of), repeats, warmup=0)
+    return timings, compile_seconds
 
 
 # Memory, devices and versions.
