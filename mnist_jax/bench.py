@@ -325,7 +325,9 @@ def augment_throughput(
     from mnist_jax import augment
 
     count = len(samplers) * (calls * repeats + 1)
-    keys = iter(jax.random.split(jax.random.key(2), count))
+    # Split into separate arrays now: indexing a key array while the clock
+    # runs would add a dispatch to every call.
+    keys = iter(list(jax.random.split(jax.random.key(2), count)))
     calls_of, compile_seconds = [], []
     for sampler in samplers:
         fn = jax.jit(
