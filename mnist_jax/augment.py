@@ -206,32 +206,42 @@ def augment_image(image: Array, params: AugmentParams, sampler: str = "auto") ->
     """Returns ``image`` ``(h, w)`` rotated, shifted, zoomed and displaced.
 
     One bilinear resampling of the map in the module docstring, with 0
-    outside the image. Identity parameters return the input exactly.
+    outside the image. Identity parameters return a finite input exactly.
     sampler: ``"auto"`` runs the compiled kernel (``mnist_jax.warp``) for a
     float32 image without displacement on the CPU, where it is installed
     and the CPU has AVX2, and the JAX sampler (``bilinear``) otherwise;
     ``"jax"`` always runs the JAX sampler. The two agree to float32
-    rounding of the coordinates.
+    rounding of the coordinates, and have the same derivatives (the JAX
+    sampler's).
     """
     if sampler not in ("auto", "jax"):
         raise MnistJaxError(f"sampler must be 'auto' or 'jax', got {sampler!r}")
-
-    def with_jax(image: Array, params: AugmentParams) -> Array:
-        coords = source_coordinates(params, image.shape)
-        return bilinear(image, coords).astype(image.dtype)
-
     if (
         sampler == "jax"
         or params.displacement is not None
         or image.dtype != jnp.float32
         or not warp.preferred()
     ):
-        return with_jax(image, params)
+        return _with_jax(image, params)
+    return lax.platform_dependent(image, params, cpu=_with_kernel, default=_with_jax)
 
-    def with_kernel(image: Array, params: AugmentParams) -> Array:
-        return warp.affine_warp(image, warp_params(params))
 
-    return lax.platform_dependent(image, params, cpu=with_kernel, default=with_jax)
+def _with_jax(image: Array, params: AugmentParams) -> Array:
+    coords = source_coordinates(params, image.shape)
+    return bilinear(image, coords).astype(image.dtype)
+
+
+@jax.custom_jvp
+def _with_kernel(image: Array, params: AugmentParams) -> Array:
+    return warp.affine_warp(image, warp_params(params))
+
+
+@_with_kernel.defjvp
+def _with_kernel_jvp(primals, tangents):
+    # The kernel has no derivative of its own; the JAX sampler's is the
+    # derivative of the same map.
+    _, tangent = jax.jvp(_with_jax, primals, tangents)
+    return _with_kernel(*primals), tangent
 
 
 def warp_params(params: AugmentParams) -> Array:

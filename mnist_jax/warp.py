@@ -86,12 +86,18 @@ def affine_warp(images: Array, params: Array, isa: str = "best") -> Array:
     ``v = r - cy - dy`` and ``u = c - cx - dx``, bilinearly, 0 outside (the
     map in ``augment``'s docstring). Batch axes may be added by vmap.
     isa: ``"best"`` or one of ``supported_isas()``, to test each loop.
-    CPU only; not differentiable.
+    A pixel whose source point is NaN is NaN. CPU only; not differentiable
+    (``augment`` gives it the JAX sampler's derivatives).
     """
     if not available():
         raise MnistJaxError("the compiled warp kernel is not installed")
     if isa not in ISAS:
         raise MnistJaxError(f"isa must be one of {sorted(ISAS)}, got {isa!r}")
+    if images.dtype != np.float32 or params.dtype != np.float32:
+        raise MnistJaxError(
+            "the warp kernel takes float32 images and params, got "
+            f"{images.dtype} and {params.dtype}"
+        )
     call = jax.ffi.ffi_call(
         TARGET,
         jax.ShapeDtypeStruct(images.shape, images.dtype),

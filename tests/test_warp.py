@@ -106,25 +106,46 @@ def test_vmap_and_jit_equal_one_batched_call():
         np.testing.assert_array_equal(np.asarray(shared[k]), np.asarray(one))
 
 
+def jax_warp(images: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The kernel's map, coordinates and all, through the JAX sampler."""
+    h, w = images.shape[-2:]
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    out = []
+    for image, (a, b, dy, dx) in zip(images, p, strict=True):
+        v, u = r - cy - dy, c - cx - dx
+        coords = jnp.asarray(
+            np.stack([cy + a * v + b * u, cx - b * v + a * u]), jnp.float32
+        )
+        out.append(np.asarray(augment.bilinear(jnp.asarray(image), coords)))
+    return np.stack(out)
+
+
 @pytest.mark.parametrize("isa", ISAS)
-def test_wild_parameters_read_inside_the_image(isa):
-    # NaN, infinite and huge maps must neither crash nor read past the image.
-    images, _ = random_batch((5, 28, 28))
-    wild = np.array(
-        [
-            [np.nan, 0, 0, 0],
-            [1, 0, np.inf, 0],
-            [1e30, -1e30, 0, 0],
-            [1, 0, -1e9, 1e9],
-            [0, 0, 0, 0],
-        ],
-        np.float32,
-    )
+def test_wild_parameters_read_inside_the_image_and_match_the_jax_sampler(isa):
+    # NaN, infinite and huge maps must neither crash nor read past the
+    # image; a pixel whose source point is NaN is NaN, as in JAX.
+    images, _ = random_batch((6, 28, 28))
+    with np.errstate(invalid="ignore", over="ignore"):
+        wild = np.array(
+            [
+                [np.nan, 0, 0, 0],
+                [1, 0, np.inf, 0],
+                [1e30, -1e30, 0, 0],
+                [1, 0, -1e9, 1e9],
+                [0, 0, 0, 0],
+                [1, 1e-3, 0, -np.inf],
+            ],
+            np.float32,
+        )
+        expected = jax_warp(images, wild)
 
     out = np.asarray(warp.affine_warp(jnp.asarray(images), jnp.asarray(wild), isa))
 
-    assert np.isfinite(out).all()
-    assert (out >= 0).all() and (out <= 1).all()
+    np.testing.assert_allclose(out, expected, atol=1e-5)  # NaN where NaN
+    assert np.isnan(out[0]).all() and not np.isnan(out[2:5]).any()
+    finite = out[np.isfinite(out)]
+    assert (finite >= 0).all() and (finite <= 1).all()
 
 
 def test_an_empty_batch_gives_an_empty_result():
@@ -133,14 +154,45 @@ def test_an_empty_batch_gives_an_empty_result():
     assert out.shape == (0, 28, 28)
 
 
-def test_mismatched_params_and_unknown_loops_are_refused():
+def test_mismatched_params_unknown_loops_and_other_dtypes_are_refused():
     with pytest.raises(Exception, match="params"):
         warp.affine_warp(jnp.zeros((3, 28, 28)), jnp.zeros((2, 4))).block_until_ready()
     with pytest.raises(MnistJaxError, match="isa"):
         warp.affine_warp(jnp.zeros((1, 28, 28)), jnp.zeros((1, 4)), "sse9")
+    for images, params in [
+        (jnp.zeros((1, 28, 28), jnp.float16), jnp.zeros((1, 4))),
+        (jnp.zeros((1, 28, 28), jnp.int32), jnp.zeros((1, 4))),
+        (jnp.zeros((1, 28, 28)), jnp.zeros((1, 4), jnp.bfloat16)),
+    ]:
+        with pytest.raises(MnistJaxError, match="float32"):
+            warp.affine_warp(images, params)
 
 
-@pytest.mark.skipif(not warp.preferred(), reason="the CPU has no AVX2")
+@pytest.mark.skipif(
+    not warp.preferred(), reason="the kernel is not installed or the CPU has no AVX2"
+)
+def test_derivatives_through_the_kernel_are_the_jax_samplers():
+    images, _ = random_batch((4, 28, 28), seed=5)
+    x = jnp.asarray(images.reshape(4, 784))
+    p = augment.batch_params(jax.random.key(3), 4, AugmentConfig())
+
+    def loss(x, angle, sampler):
+        out = augment.apply_batch(x, p._replace(angle=angle), sampler)
+        return (out**2).sum()
+
+    by_kernel = jax.grad(loss, argnums=(0, 1))(x, p.angle, "auto")
+    by_jax = jax.grad(loss, argnums=(0, 1))(x, p.angle, "jax")
+
+    # The primal outputs differ by float32 rounding, and the gradient of a
+    # square carries them.
+    np.testing.assert_allclose(by_kernel[0], by_jax[0], atol=1e-4)
+    np.testing.assert_allclose(by_kernel[1], by_jax[1], rtol=1e-3, atol=1e-3)
+    assert np.abs(np.asarray(by_jax[1])).max() > 0.1
+
+
+@pytest.mark.skipif(
+    not warp.preferred(), reason="the kernel is not installed or the CPU has no AVX2"
+)
 def test_a_jitted_augmentation_on_the_cpu_runs_the_kernel():
     images = jnp.zeros((8, 784))
 

@@ -10,9 +10,11 @@
 // bilinearly, with 0 outside the image (SciPy's "grid-constant"). Each
 // image is copied into a zero border (one row and column before, two
 // after) and the coordinates are clamped to [-1, n], where the value is 0
-// already, so every read is in bounds whatever the parameters (NaN reads
-// the corner). Reads go two floats at a time: each 64-bit load brings a
-// pixel and its right-hand neighbour.
+// already, so every read is in bounds whatever the parameters. A pixel
+// whose source point is NaN (from NaN or infinite parameters) reads the
+// corner and is then set to NaN, as the JAX sampler's would be. Reads go
+// two floats at a time: each 64-bit load brings a pixel and its right-hand
+// neighbour.
 //
 // Two versions of the inner loop, AVX2 + FMA and plain C++; the first runs
 // where the CPU has it, unless the call asks for the other by number. (An
@@ -26,8 +28,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -109,7 +113,9 @@ inline float Pixel(const Shape& s, const Map& m, const float* pad, int64_t i) {
   const float v = s.rows[i] - m.dy, u = s.cols[i] - m.dx;
   float y = m.ry + m.a * v + m.b * u;
   float x = m.rx - m.b * v + m.a * u;
-  // Written so that NaN becomes 0.
+  if (std::isnan(y) || std::isnan(x)) {
+    return std::numeric_limits<float>::quiet_NaN();
+  }
   y = y > 0.0f ? y : 0.0f;
   x = x > 0.0f ? x : 0.0f;
   y = y < m.ymax ? y : m.ymax;
@@ -140,6 +146,7 @@ __attribute__((target("avx2,fma"))) void WarpAvx2(const Shape& s, const Map& m,
   const __m256 ry = _mm256_set1_ps(m.ry), rx = _mm256_set1_ps(m.rx);
   const __m256 ymax = _mm256_set1_ps(m.ymax), xmax = _mm256_set1_ps(m.xmax);
   const __m256 zero = _mm256_setzero_ps();
+  const __m256 nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
   const __m256i pw = _mm256_set1_epi32(static_cast<int32_t>(s.pw));
   const double* pairs = reinterpret_cast<const double*>(pad);
   const double* below = reinterpret_cast<const double*>(pad + s.pw);
@@ -150,7 +157,8 @@ __attribute__((target("avx2,fma"))) void WarpAvx2(const Shape& s, const Map& m,
     const __m256 u = _mm256_sub_ps(_mm256_loadu_ps(&s.cols[i]), dx);
     __m256 y = _mm256_fmadd_ps(b, u, _mm256_fmadd_ps(a, v, ry));
     __m256 x = _mm256_fmadd_ps(a, u, _mm256_fnmadd_ps(b, v, rx));
-    // max(y, 0) returns its second operand for NaN, so NaN becomes 0.
+    const __m256 lost = _mm256_cmp_ps(y, x, _CMP_UNORD_Q);  // y or x NaN
+    // max(y, 0) returns its second operand for NaN: the read stays inside.
     y = _mm256_min_ps(_mm256_max_ps(y, zero), ymax);
     x = _mm256_min_ps(_mm256_max_ps(x, zero), xmax);
     const __m256i iy = _mm256_cvttps_epi32(y), ix = _mm256_cvttps_epi32(x);
@@ -173,7 +181,8 @@ __attribute__((target("avx2,fma"))) void WarpAvx2(const Shape& s, const Map& m,
 
     const __m256 top = _mm256_fmadd_ps(_mm256_sub_ps(tr, tl), fx, tl);
     const __m256 bottom = _mm256_fmadd_ps(_mm256_sub_ps(br, bl), fx, bl);
-    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(_mm256_sub_ps(bottom, top), fy, top));
+    const __m256 pixel = _mm256_fmadd_ps(_mm256_sub_ps(bottom, top), fy, top);
+    _mm256_storeu_ps(out + i, _mm256_blendv_ps(pixel, nan, lost));
   }
   for (; i < s.n; ++i) out[i] = Pixel(s, m, pad, i);
 }
