@@ -259,6 +259,10 @@ ffi::Error WarpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> images,
   auto job = std::make_shared<Job>(h, w, Kernel(isa), images.typed_data(),
                                    params.typed_data(), out->typed_data(),
                                    count, per_chunk);
+  // Known limitation: when XLA's other pool threads are busy or asleep (on
+  // the 2-core virtual machine this was measured on, for most calls made
+  // back to back) no helper starts in time and the call runs at one
+  // thread's speed; a thread of the kernel's own per call did no better.
   const int64_t helpers = std::min<int64_t>(pool.num_threads(), job->chunks) - 1;
   for (int64_t t = 0; t < helpers; ++t) {
     pool.Schedule([job] { job->Work(); });
