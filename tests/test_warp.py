@@ -204,6 +204,11 @@ def test_a_jitted_augmentation_on_the_cpu_runs_the_kernel():
     text = jax.jit(run, static_argnums=0).lower("auto").compile().as_text()
     assert warp.TARGET in text
     assert warp.TARGET not in jax.jit(run, static_argnums=0).lower("jax").as_text()
+    # Lowered for a GPU or TPU, the same function has no CPU kernel in it.
+    traced = jax.jit(run, static_argnums=0).trace("auto")
+    for platform in ("cuda", "tpu"):
+        lowered = traced.lower(lowering_platforms=(platform,))
+        assert warp.TARGET not in lowered.as_text()
     # Elastic distortion moves each pixel on its own: the JAX sampler runs it.
     elastic = AugmentConfig(elastic=(8.0, 3.0))
     lowered = jax.jit(lambda x: augment.augment_batch(jax.random.key(0), x, elastic))
