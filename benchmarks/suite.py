@@ -190,7 +190,7 @@ def run(
     return {
         "schema": SCHEMA,
         "plan": plan.name,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+        "created": datetime.datetime.now(datetime.UTC).isoformat(
             timespec="seconds"
         ),
         "seconds": round(time.perf_counter() - current.started, 1),

@@ -17,11 +17,13 @@ sampler on the CPU too.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 from types import ModuleType
 
 import jax
+import jaxlib.version
 import numpy as np
 
 from mnist_jax.errors import MnistJaxError
@@ -45,12 +47,33 @@ def _kernel() -> ModuleType | None:
     except ImportError:
         log.debug("no compiled warp kernel; augmenting with the JAX sampler")
         return None
+    built, running = kernel.built_with_jaxlib, jaxlib.version.__version__
+    if _release(running) < _release(built):
+        # An older XLA may not offer the FFI calls the kernel was built for.
+        log.warning(
+            "the compiled warp kernel was built for jaxlib %s, not %s; "
+            "augmenting with the JAX sampler (reinstall mnist-jax to rebuild)",
+            built,
+            running,
+        )
+        return None
     try:
         jax.ffi.register_ffi_target(TARGET, kernel.handler, platform="cpu")
     except Exception as error:  # a jaxlib whose FFI the kernel does not fit
         log.warning("the compiled warp kernel did not load (%s)", error)
         return None
     return kernel
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """Returns ``"0.10.2"`` as ``(0, 10, 2)``; stops at the first non-number."""
+    numbers = []
+    for part in version.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+    return tuple(numbers)
 
 
 def available() -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -213,3 +215,13 @@ def test_a_jitted_augmentation_on_the_cpu_runs_the_kernel():
     elastic = AugmentConfig(elastic=(8.0, 3.0))
     lowered = jax.jit(lambda x: augment.augment_batch(jax.random.key(0), x, elastic))
     assert warp.TARGET not in lowered.lower(images).as_text()
+
+
+def test_a_kernel_built_for_a_newer_jaxlib_is_left_unused(monkeypatch, caplog):
+    fake = type(sys)("_mnist_jax_warp")
+    fake.built_with_jaxlib = "99.0.0"
+    monkeypatch.setitem(sys.modules, "_mnist_jax_warp", fake)
+
+    assert warp._kernel.__wrapped__() is None
+    assert "built for jaxlib 99.0.0" in caplog.text
+    assert warp._release("0.10.2") < warp._release("0.11.0rc1")

@@ -299,6 +299,16 @@ PyMODINIT_FUNC PyInit__mnist_jax_warp(void) {
   PyObject* isas = Py_BuildValue("(ss)", "plain", "avx2");
   // supported[k - 1]: whether inner loop k (1 plain, 2 AVX2) runs here.
   PyObject* supported = Py_BuildValue("(ii)", Supports(kPlain), Supports(kAvx2));
+#ifndef MNIST_JAX_BUILT_WITH_JAXLIB
+#define MNIST_JAX_BUILT_WITH_JAXLIB "0"
+#endif
+  // The jaxlib whose FFI headers this was compiled against.
+  PyObject* built_with = Py_BuildValue("s", MNIST_JAX_BUILT_WITH_JAXLIB);
+  if (built_with == nullptr ||
+      PyModule_AddObject(module, "built_with_jaxlib", built_with) < 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
   if (handler == nullptr || isas == nullptr || supported == nullptr ||
       PyModule_AddObject(module, "handler", handler) < 0 ||
       PyModule_AddObject(module, "isa_names", isas) < 0 ||
