@@ -190,9 +190,7 @@ def run(
     return {
         "schema": SCHEMA,
         "plan": plan.name,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(
-            timespec="seconds"
-        ),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - current.started, 1),
         "machine": {**bench.machine(), "thread_pools": thread_pools()},
         "versions": versions,
