@@ -95,9 +95,8 @@ def supported_isas() -> tuple[str, ...]:
     kernel = _kernel()
     if kernel is None:
         return ()
-    return tuple(
-        name for name, ok in zip(kernel.isa_names, kernel.supported, strict=True) if ok
-    )
+    # kernel.supported[k - 1]: whether loop number k runs on this CPU.
+    return tuple(name for name, k in ISAS.items() if k and kernel.supported[k - 1])
 
 
 def affine_warp(images: Array, params: Array, isa: str = "best") -> Array:

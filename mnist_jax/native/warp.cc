@@ -64,16 +64,21 @@ bool Supports(int32_t isa) {
 
 int32_t BestIsa() { return Supports(kAvx2) ? kAvx2 : kPlain; }
 
-// What every image of one call shares: its size, and r - cy, c - cx per
-// flat pixel (v and u before the shift).
+// What every image of one call shares: its size, r - cy and c - cx per
+// flat pixel (v and u before the shift), and the padded frame's constants:
+// y + 1 = ry + a v + b u and x + 1 = rx - b v + a u, clamped to
+// [0, ymax] and [0, xmax].
 struct Shape {
-  int64_t h, w, pw, n, padded_n;
-  std::vector<float> rows, cols;  // r - cy and c - cx, padded_n long
+  int64_t h, w, pw, n;
+  float ry, rx, ymax, xmax;
+  std::vector<float> rows, cols;
 
-  Shape(int64_t h_, int64_t w_) : h(h_), w(w_), pw(w_ + 3), n(h_ * w_) {
-    padded_n = (n + 15) / 16 * 16;
-    rows.assign(padded_n, 0.0f);
-    cols.assign(padded_n, 0.0f);
+  Shape(int64_t h_, int64_t w_)
+      : h(h_), w(w_), pw(w_ + 3), n(h_ * w_),
+        ry(0.5f * static_cast<float>(h_ - 1) + 1.0f),
+        rx(0.5f * static_cast<float>(w_ - 1) + 1.0f),
+        ymax(static_cast<float>(h_ + 1)), xmax(static_cast<float>(w_ + 1)),
+        rows(n), cols(n) {
     const float cy = 0.5f * static_cast<float>(h - 1);
     const float cx = 0.5f * static_cast<float>(w - 1);
     for (int64_t i = 0; i < n; ++i) {
@@ -85,21 +90,10 @@ struct Shape {
   int64_t pad_size() const { return (h + 3) * pw; }
 };
 
-// Per-image constants: y + 1 = ry + a v + b u and x + 1 = rx - b v + a u.
+// One image's parameters: a = cos(t) / s, b = sin(t) / s and the shift.
 struct Map {
-  float a, b, dy, dx, ry, rx, ymax, xmax;
+  float a, b, dy, dx;
 };
-
-Map MakeMap(const Shape& s, const float* p) {
-  return Map{p[0],
-             p[1],
-             p[2],
-             p[3],
-             0.5f * static_cast<float>(s.h - 1) + 1.0f,
-             0.5f * static_cast<float>(s.w - 1) + 1.0f,
-             static_cast<float>(s.h + 1),
-             static_cast<float>(s.w + 1)};
-}
 
 // Copies an image into the inside of pad, whose border is zero already.
 void FillPad(const Shape& s, const float* image, float* pad) {
@@ -111,15 +105,15 @@ void FillPad(const Shape& s, const float* image, float* pad) {
 // One output pixel; also the tail of the vector loops.
 inline float Pixel(const Shape& s, const Map& m, const float* pad, int64_t i) {
   const float v = s.rows[i] - m.dy, u = s.cols[i] - m.dx;
-  float y = m.ry + m.a * v + m.b * u;
-  float x = m.rx - m.b * v + m.a * u;
+  float y = s.ry + m.a * v + m.b * u;
+  float x = s.rx - m.b * v + m.a * u;
   if (std::isnan(y) || std::isnan(x)) {
     return std::numeric_limits<float>::quiet_NaN();
   }
   y = y > 0.0f ? y : 0.0f;
   x = x > 0.0f ? x : 0.0f;
-  y = y < m.ymax ? y : m.ymax;
-  x = x < m.xmax ? x : m.xmax;
+  y = y < s.ymax ? y : s.ymax;
+  x = x < s.xmax ? x : s.xmax;
   const int64_t iy = static_cast<int64_t>(y), ix = static_cast<int64_t>(x);
   const float fy = y - static_cast<float>(iy), fx = x - static_cast<float>(ix);
   const float* q = pad + iy * s.pw + ix;
@@ -143,8 +137,8 @@ __attribute__((target("avx2,fma"))) void WarpAvx2(const Shape& s, const Map& m,
                                                    float* out) {
   const __m256 a = _mm256_set1_ps(m.a), b = _mm256_set1_ps(m.b);
   const __m256 dy = _mm256_set1_ps(m.dy), dx = _mm256_set1_ps(m.dx);
-  const __m256 ry = _mm256_set1_ps(m.ry), rx = _mm256_set1_ps(m.rx);
-  const __m256 ymax = _mm256_set1_ps(m.ymax), xmax = _mm256_set1_ps(m.xmax);
+  const __m256 ry = _mm256_set1_ps(s.ry), rx = _mm256_set1_ps(s.rx);
+  const __m256 ymax = _mm256_set1_ps(s.ymax), xmax = _mm256_set1_ps(s.xmax);
   const __m256 zero = _mm256_setzero_ps();
   const __m256 nan = _mm256_set1_ps(std::numeric_limits<float>::quiet_NaN());
   const __m256i pw = _mm256_set1_epi32(static_cast<int32_t>(s.pw));
@@ -222,8 +216,9 @@ struct Job {
       pad.resize(shape.pad_size(), 0.0f);
       const int64_t end = std::min(count, (c + 1) * chunk);
       for (int64_t j = c * chunk; j < end; ++j) {
+        const float* p = params + 4 * j;
         FillPad(shape, images + j * shape.n, pad.data());
-        warp(shape, MakeMap(shape, params + 4 * j), pad.data(), out + j * shape.n);
+        warp(shape, Map{p[0], p[1], p[2], p[3]}, pad.data(), out + j * shape.n);
       }
       done.fetch_add(1, std::memory_order_release);
     }
@@ -288,7 +283,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MnistJaxWarp, WarpImpl,
 
 static struct PyModuleDef warp_module = {
     PyModuleDef_HEAD_INIT, "_mnist_jax_warp",
-    "mnist-jax's CPU warp kernel, an XLA FFI handler (see mnist_jax.native).",
+    "mnist-jax's CPU warp kernel, an XLA FFI handler (see mnist_jax.warp).",
     -1, nullptr, nullptr, nullptr, nullptr, nullptr};
 
 PyMODINIT_FUNC PyInit__mnist_jax_warp(void) {
@@ -296,7 +291,6 @@ PyMODINIT_FUNC PyInit__mnist_jax_warp(void) {
   if (module == nullptr) return nullptr;
   PyObject* handler =
       PyCapsule_New(reinterpret_cast<void*>(&MnistJaxWarp), nullptr, nullptr);
-  PyObject* isas = Py_BuildValue("(ss)", "plain", "avx2");
   // supported[k - 1]: whether inner loop k (1 plain, 2 AVX2) runs here.
   PyObject* supported = Py_BuildValue("(ii)", Supports(kPlain), Supports(kAvx2));
 #ifndef MNIST_JAX_BUILT_WITH_JAXLIB
@@ -309,9 +303,8 @@ PyMODINIT_FUNC PyInit__mnist_jax_warp(void) {
     Py_DECREF(module);
     return nullptr;
   }
-  if (handler == nullptr || isas == nullptr || supported == nullptr ||
+  if (handler == nullptr || supported == nullptr ||
       PyModule_AddObject(module, "handler", handler) < 0 ||
-      PyModule_AddObject(module, "isa_names", isas) < 0 ||
       PyModule_AddObject(module, "supported", supported) < 0) {
     Py_DECREF(module);
     return nullptr;
