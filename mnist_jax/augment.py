@@ -179,6 +179,12 @@ def sample_params(
     return AugmentParams(angle, shift, zoom, displacement)
 
 
+def inverse_rotation(params: AugmentParams) -> tuple[Array, Array]:
+    """Returns ``(cos θ / s, sin θ / s)``: ``A⁻¹ = [[a, b], [-b, a]]``."""
+    theta = jnp.deg2rad(params.angle)
+    return jnp.cos(theta) / params.zoom, jnp.sin(theta) / params.zoom
+
+
 def source_coordinates(params: AugmentParams, shape: tuple[int, ...]) -> Array:
     """Returns ``i(o)`` ``(2, h, w)``: where each output pixel reads the input.
 
@@ -194,9 +200,8 @@ def source_coordinates(params: AugmentParams, shape: tuple[int, ...]) -> Array:
     v = y - cy - params.shift[0]
     u = x - cx - params.shift[1]
 
-    theta = jnp.deg2rad(params.angle)
-    cos, sin = jnp.cos(theta) / params.zoom, jnp.sin(theta) / params.zoom
-    coords = jnp.stack([cy + cos * v + sin * u, cx - sin * v + cos * u])
+    a, b = inverse_rotation(params)
+    coords = jnp.stack([cy + a * v + b * u, cx - b * v + a * u])
     if params.displacement is not None:
         coords = coords + params.displacement
     return coords
@@ -246,8 +251,7 @@ def _with_kernel_jvp(primals, tangents):
 
 def warp_params(params: AugmentParams) -> Array:
     """Returns ``(cos θ / s, sin θ / s, dy, dx)`` float32, ``(4,)``: the kernel's."""
-    theta = jnp.deg2rad(params.angle)
-    a, b = jnp.cos(theta) / params.zoom, jnp.sin(theta) / params.zoom
+    a, b = inverse_rotation(params)
     return jnp.stack([a, b, params.shift[0], params.shift[1]]).astype(jnp.float32)
 
 
