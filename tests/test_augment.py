@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import scipy.stats
+from scipy_map import scipy_warp
 
 from mnist_jax.augment import (
     AugmentConfig,
@@ -70,20 +71,7 @@ def params(angle, dy, dx, zoom, displacement=None) -> AugmentParams:
 def scipy_reference(image: np.ndarray, angle, dy, dx, zoom) -> np.ndarray:
     """The same map through ``scipy.ndimage.affine_transform``, in float64."""
     theta = np.deg2rad(angle)
-    inverse = (
-        np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
-        / zoom
-    )
-    centre = np.array([13.5, 13.5])
-    offset = centre - inverse @ (centre + np.array([dy, dx]))
-    return scipy.ndimage.affine_transform(
-        image.astype(np.float64),
-        inverse,
-        offset,
-        order=1,
-        mode="grid-constant",
-        cval=0.0,
-    )
+    return scipy_warp(image, np.cos(theta) / zoom, np.sin(theta) / zoom, dy, dx)
 
 
 def dot(y: int, x: int) -> jnp.ndarray:
